@@ -1,0 +1,67 @@
+"""The ``dfkd`` command: LightningCLI with the suite's links and defaults."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+DEFAULT_TRAINER: dict[str, Any] = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": "runs", "name": "default"},
+    },
+}
+
+
+class DFKDCLI(LightningCLI):
+    """LightningCLI whose DataModule hands ``num_classes`` and ``input_shape`` to the model.
+
+    Models and data are chosen by ``class_path`` (subclass mode), optimizers are
+    ``OptimizerCallable`` arguments of the model, and ``fit`` ends by testing the
+    final weights on the real test split (``--test_after_fit false`` skips it).
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_defaults", DEFAULT_TRAINER)
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes",
+                              apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.init_args.input_shape",
+                              apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After fit, test the final weights on the real test split.")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit", True):
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``dfkd demo`` or any LightningCLI subcommand."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "demo":
+        from dfkd_lightning.demo import main as demo_main
+
+        demo_main(argv[1:])
+        return
+    DFKDCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Image-classification data: dataset specs, sources and the ``ClassificationDataModule``."""
+
+from dfkd_lightning.data.classification import ClassificationDataModule
+from dfkd_lightning.data.pacing import StepPacer, step_loader
+from dfkd_lightning.data.sources import DatasetNotFoundError
+from dfkd_lightning.data.specs import (
+    DATASETS,
+    DatasetSpec,
+    available_datasets,
+    denormalize,
+    get_spec,
+    normalize,
+)
+from dfkd_lightning.data.tiny_imagenet import TinyImageNet
+
+__all__ = [
+    "DATASETS",
+    "ClassificationDataModule",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "StepPacer",
+    "TinyImageNet",
+    "available_datasets",
+    "denormalize",
+    "get_spec",
+    "normalize",
+    "step_loader",
+]

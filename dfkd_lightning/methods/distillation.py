@@ -1,0 +1,96 @@
+"""Knowledge distillation with the real training data: the upper-bound row of DFKD tables."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dfkd_lightning.losses import kd_loss
+from dfkd_lightning.methods.evaluation import ClassifierEvaluation
+from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
+from dfkd_lightning.nets import build_classifier
+from dfkd_lightning.optim import build_optimization
+
+
+class KnowledgeDistillation(ClassifierEvaluation):
+    """Hinton et al. (2015): ``kd_weight * T^2 KL(t/T || s/T) + ce_weight * CE(s, y)``.
+
+    The teacher is loaded from ``teacher_checkpoint`` (our Lightning checkpoints,
+    the shared Fast-Datafree/CMI ``{'state_dict': ...}`` files, or a raw state
+    dict), frozen and kept in eval mode. ``ce_weight=0`` (the default) distils from
+    the teacher alone, as the data-free methods must; set it for classic KD.
+    """
+
+    def __init__(
+        self,
+        teacher: str = "resnet34",
+        student: str = "resnet18",
+        teacher_checkpoint: str | None = None,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        temperature: float = 4.0,
+        kd_weight: float = 1.0,
+        ce_weight: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+    ) -> None:
+        super().__init__(num_classes, input_shape)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes,
+                                           input_shape[0])
+        self.student = build_classifier(student, num_classes=num_classes,
+                                        in_channels=input_shape[0])
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.teacher_acc = nn.ModuleDict(
+            {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("val", "test")}
+        )
+        self._teacher_val_logged = False
+
+    def evaluated_net(self) -> nn.Module:
+        return self.student
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def train(self, mode: bool = True) -> KnowledgeDistillation:
+        """Switch the student's mode; the teacher always stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, labels = batch
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        student_logits = self.student(images)
+        loss_kd = kd_loss(student_logits, teacher_logits, self.hparams.temperature)
+        loss_ce = F.cross_entropy(student_logits.float(), labels)
+        loss = self.hparams.kd_weight * loss_kd + self.hparams.ce_weight * loss_ce
+        self.log_dict({"train/loss_kd": loss_kd, "train/loss_ce": loss_ce})
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str,
+                  metric: MulticlassAccuracy) -> None:
+        """Student metrics every time; the teacher's accuracy once per stage."""
+        super()._evaluate(batch, stage, metric)
+        if stage == "test" or not self._teacher_val_logged:
+            images, labels = batch
+            teacher_metric = self.teacher_acc[stage]
+            teacher_metric.update(self.teacher(images), labels)
+            self.log(f"{stage}/teacher_acc", teacher_metric)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._teacher_val_logged = True
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimization(self.student.parameters(), self.optimizer, self.scheduler,
+                                  self.hparams.scheduler_interval)

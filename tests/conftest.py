@@ -1,0 +1,45 @@
+"""Shared fixtures: the repository's configs and a quickly trained digits teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from dfkd_lightning.data import ClassificationDataModule
+from dfkd_lightning.methods import TeacherTraining
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+
+
+def quick_trainer(root: Path, max_epochs: int, **kwargs) -> L.Trainer:
+    """A silent CPU trainer writing under ``root``."""
+    options = dict(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
+                   enable_progress_bar=False, enable_model_summary=False,
+                   enable_checkpointing=False, default_root_dir=root)
+    options.update(kwargs)
+    return L.Trainer(**options)
+
+
+@pytest.fixture(scope="session")
+def digits_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LeNet-5 trained for a few epochs on digits, saved as a Lightning checkpoint."""
+    root = tmp_path_factory.mktemp("digits_teacher")
+    L.seed_everything(0)
+    data = ClassificationDataModule("digits", channels=1, image_size=32, batch_size=64)
+    model = TeacherTraining("lenet5", num_classes=data.num_classes, input_shape=data.input_shape,
+                            optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
+    trainer = quick_trainer(root, max_epochs=6)
+    trainer.fit(model, datamodule=data)
+    path = root / "teacher.ckpt"
+    trainer.save_checkpoint(path, weights_only=False)
+    return path
+
+
+@pytest.fixture()
+def make_trainer(tmp_path: Path):
+    """``make_trainer(max_epochs, **trainer_kwargs)``: a silent CPU trainer in ``tmp_path``."""
+    return lambda max_epochs, **kwargs: quick_trainer(tmp_path, max_epochs, **kwargs)
