@@ -40,12 +40,18 @@ class DFKDCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes",
-                              apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.init_args.input_shape",
-                              apply_on="instantiate")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="After fit, test the final weights on the real test split.")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.input_shape", "model.init_args.input_shape", apply_on="instantiate"
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the final weights on the real test split.",
+        )
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True):

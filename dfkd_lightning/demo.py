@@ -19,8 +19,11 @@ STUDENT_CONFIG = "experiments/digits/kd_lenet5_lenet5_half.yaml"
 
 def find_configs_dir(configs: str | None) -> Path:
     """``--configs`` if given, else ``./configs``, else the repository's ``configs/``."""
-    candidates = [Path(configs)] if configs else [
-        Path("configs"), Path(__file__).resolve().parents[1] / "configs"]
+    candidates = (
+        [Path(configs)]
+        if configs
+        else [Path("configs"), Path(__file__).resolve().parents[1] / "configs"]
+    )
     for candidate in candidates:
         if (candidate / TEACHER_CONFIG).is_file():
             return candidate
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     teacher_acc, teacher_ckpt = run_stage(configs / TEACHER_CONFIG, extra)
     student_acc, _ = run_stage(
-        configs / STUDENT_CONFIG, [*extra, "--model.init_args.teacher_checkpoint", teacher_ckpt])
+        configs / STUDENT_CONFIG, [*extra, "--model.init_args.teacher_checkpoint", teacher_ckpt]
+    )
 
     print("\n== dfkd demo: digits (scikit-learn), final-epoch test accuracy ==")
     print(f"teacher  LeNet-5       (supervised)        {teacher_acc:.4f}")

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float = 1.0) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Hinton et al. (2015) distillation loss, Eq. (2) with the T^2 gradient scaling.
 
     ``T^2 * KL(softmax(t / T) || softmax(s / T))`` averaged over the batch

@@ -17,9 +17,16 @@ CONFIGS = REPO_ROOT / "configs"
 
 def quick_trainer(root: Path, max_epochs: int, **kwargs) -> L.Trainer:
     """A silent CPU trainer writing under ``root``."""
-    options = dict(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False,
-                   enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False, default_root_dir=root)
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=root,
+    )
     options.update(kwargs)
     return L.Trainer(**options)
 
@@ -30,8 +37,12 @@ def digits_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("digits_teacher")
     L.seed_everything(0)
     data = ClassificationDataModule("digits", channels=1, image_size=32, batch_size=64)
-    model = TeacherTraining("lenet5", num_classes=data.num_classes, input_shape=data.input_shape,
-                            optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
+    model = TeacherTraining(
+        "lenet5",
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        optimizer=lambda params: torch.optim.Adam(params, lr=2e-3),
+    )
     trainer = quick_trainer(root, max_epochs=6)
     trainer.fit(model, datamodule=data)
     path = root / "teacher.ckpt"

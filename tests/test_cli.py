@@ -11,16 +11,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import CONFIGS
 
 from dfkd_lightning.cli import DFKDCLI, main
 from dfkd_lightning.methods import KnowledgeDistillation, TeacherTraining
 
-from conftest import CONFIGS  # noqa: I001
-
 TEACHER = CONFIGS / "experiments/digits/teacher_lenet5.yaml"
 KD = CONFIGS / "experiments/digits/kd_lenet5_lenet5_half.yaml"
-SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
-         "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"]
+SHORT = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "4",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -54,18 +61,30 @@ def test_print_config_prints_a_complete_config(capsys: pytest.CaptureFixture[str
     config = yaml.safe_load(capsys.readouterr().out)
     model = config["model"]["init_args"]
     assert config["model"]["class_path"] == "dfkd_lightning.methods.KnowledgeDistillation"
-    assert (model["teacher"], model["student"], model["temperature"]) == ("lenet5",
-                                                                         "lenet5_half", 4.0)
+    assert (model["teacher"], model["student"], model["temperature"]) == (
+        "lenet5",
+        "lenet5_half",
+        4.0,
+    )
     assert model["optimizer"]["class_path"] == "torch.optim.Adam"
     assert config["data"]["init_args"]["dataset"] == "digits"
-    assert config["trainer"]["max_epochs"] == 30 and config["seed_everything"] == 0
+    assert config["trainer"]["max_epochs"] == 50 and config["seed_everything"] == 0
 
 
 def test_configs_compose_later_files_override(tmp_path: Path) -> None:
     override = tmp_path / "override.yaml"
     override.write_text("trainer:\n  max_epochs: 2\ndata:\n  init_args:\n    batch_size: 32\n")
-    cli = DFKDCLI(args=["--config", str(TEACHER), "--config", str(override),
-                        "--config", str(CONFIGS / "trainer/cpu.yaml")], run=False)
+    cli = DFKDCLI(
+        args=[
+            "--config",
+            str(TEACHER),
+            "--config",
+            str(override),
+            "--config",
+            str(CONFIGS / "trainer/cpu.yaml"),
+        ],
+        run=False,
+    )
     assert cli.trainer.max_epochs == 2
     assert cli.datamodule.batch_size == 32 and cli.datamodule.dataset == "digits"
 
@@ -77,18 +96,46 @@ def test_every_experiment_config_parses() -> None:
         assert info.value.code == 0, config
 
 
+@pytest.mark.parametrize(
+    "config",
+    sorted((CONFIGS / "experiments").rglob("teacher_*.yaml")),
+    ids=lambda path: f"{path.parent.name}/{path.stem}",
+)
+def test_teacher_experiments_instantiate(config: Path) -> None:
+    cli = DFKDCLI(args=["--config", str(config)], run=False)
+    assert cli.model.num_classes == cli.datamodule.num_classes
+    logits = cli.model(torch.zeros(2, *cli.datamodule.input_shape))
+    assert logits.shape == (2, cli.datamodule.num_classes)
+
+
 def test_wandb_logger_config_runs_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli = DFKDCLI(args=["fit", "--config", str(TEACHER), "--config",
-                        str(CONFIGS / "logger/wandb.yaml"), *SHORT, "--test_after_fit", "false"])
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(TEACHER),
+            "--config",
+            str(CONFIGS / "logger/wandb.yaml"),
+            *SHORT,
+            "--test_after_fit",
+            "false",
+        ]
+    )
     assert type(cli.trainer.logger).__name__ == "WandbLogger"
     assert list(Path("runs/wandb").glob("offline-run-*"))
 
 
 def test_kd_from_config_with_trained_teacher_and_resume(digits_teacher_ckpt: Path) -> None:
-    args = ["fit", "--config", str(KD), *SHORT,
-            "--model.init_args.teacher_checkpoint", str(digits_teacher_ckpt)]
+    args = [
+        "fit",
+        "--config",
+        str(KD),
+        *SHORT,
+        "--model.init_args.teacher_checkpoint",
+        str(digits_teacher_ckpt),
+    ]
     first = DFKDCLI(args=args)
     assert isinstance(first.model, KnowledgeDistillation)
     ckpt = Path("runs/digits/kd_lenet5_lenet5_half/checkpoints/final.ckpt")
@@ -101,14 +148,28 @@ def test_kd_from_config_with_trained_teacher_and_resume(digits_teacher_ckpt: Pat
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "dfkd_lightning.cli", "fit", "--config", str(TEACHER),
-               *SHORT, "--trainer.strategy", "ddp", "--trainer.devices", "2",
-               "--trainer.accelerator", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "dfkd_lightning.cli",
+        "fit",
+        "--config",
+        str(TEACHER),
+        *SHORT,
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "distributed_backend=gloo" in done.stderr + done.stdout
     assert "All distributed processes registered. Starting with 2 processes" in (
-        done.stderr + done.stdout)
+        done.stderr + done.stdout
+    )
     assert any(row.get("test/acc") for row in _metrics(tmp_path / "runs/digits/teacher_lenet5"))

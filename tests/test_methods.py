@@ -18,8 +18,14 @@ def _digits() -> ClassificationDataModule:
 
 
 def _kd(teacher_ckpt: Path | None, num_classes: int = 10, **kwargs) -> KnowledgeDistillation:
-    return KnowledgeDistillation("lenet5", "lenet5_half", teacher_checkpoint=teacher_ckpt,
-                                 num_classes=num_classes, input_shape=(1, 32, 32), **kwargs)
+    return KnowledgeDistillation(
+        "lenet5",
+        "lenet5_half",
+        teacher_checkpoint=teacher_ckpt,
+        num_classes=num_classes,
+        input_shape=(1, 32, 32),
+        **kwargs,
+    )
 
 
 def test_digits_teacher_learns(digits_teacher_ckpt: Path, make_trainer) -> None:
@@ -60,10 +66,12 @@ def test_kd_teacher_with_wrong_class_count_is_a_clear_error(digits_teacher_ckpt:
 @pytest.mark.parametrize("module", ["teacher", "kd"])
 def test_bf16_mixed_precision(module: str, digits_teacher_ckpt: Path, make_trainer) -> None:
     L.seed_everything(0)
-    model = (TeacherTraining("lenet5", num_classes=10, input_shape=(1, 32, 32)) if module ==
-             "teacher" else _kd(digits_teacher_ckpt))
-    trainer = make_trainer(1, precision="bf16-mixed", limit_train_batches=10,
-                            limit_val_batches=2)
+    model = (
+        TeacherTraining("lenet5", num_classes=10, input_shape=(1, 32, 32))
+        if module == "teacher"
+        else _kd(digits_teacher_ckpt)
+    )
+    trainer = make_trainer(1, precision="bf16-mixed", limit_train_batches=10, limit_val_batches=2)
     trainer.fit(model, datamodule=_digits())
     loss = trainer.callback_metrics["train/loss"]
     assert torch.isfinite(loss)

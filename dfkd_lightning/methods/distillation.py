@@ -42,10 +42,10 @@ class KnowledgeDistillation(ClassifierEvaluation):
     ) -> None:
         super().__init__(num_classes, input_shape)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes,
-                                           input_shape[0])
-        self.student = build_classifier(student, num_classes=num_classes,
-                                        in_channels=input_shape[0])
+        self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes, input_shape[0])
+        self.student = build_classifier(
+            student, num_classes=num_classes, in_channels=input_shape[0]
+        )
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.teacher_acc = nn.ModuleDict(
@@ -77,8 +77,9 @@ class KnowledgeDistillation(ClassifierEvaluation):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str,
-                  metric: MulticlassAccuracy) -> None:
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metric: MulticlassAccuracy
+    ) -> None:
         """Student metrics every time; the teacher's accuracy once per stage."""
         super()._evaluate(batch, stage, metric)
         if stage == "test" or not self._teacher_val_logged:
@@ -92,5 +93,9 @@ class KnowledgeDistillation(ClassifierEvaluation):
             self._teacher_val_logged = True
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(self.student.parameters(), self.optimizer, self.scheduler,
-                                  self.hparams.scheduler_interval)
+        return build_optimization(
+            self.student.parameters(),
+            self.optimizer,
+            self.scheduler,
+            self.hparams.scheduler_interval,
+        )

@@ -28,8 +28,9 @@ class ClassifierEvaluation(LightningModule):
     def evaluated_net(self) -> nn.Module:
         raise NotImplementedError
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str,
-                  metric: MulticlassAccuracy) -> None:
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metric: MulticlassAccuracy
+    ) -> None:
         images, labels = batch
         logits = self.evaluated_net()(images)
         metric.update(logits, labels)

@@ -9,8 +9,9 @@ from torch import nn
 from dfkd_lightning.nets import build_classifier, load_classifier_weights
 
 
-def load_frozen_teacher(arch: str, checkpoint: str | Path | None, num_classes: int,
-                        in_channels: int) -> nn.Module:
+def load_frozen_teacher(
+    arch: str, checkpoint: str | Path | None, num_classes: int, in_channels: int
+) -> nn.Module:
     """Build ``arch``, load ``checkpoint`` (weights only), freeze it and set eval mode."""
     if checkpoint is None:
         raise ValueError(

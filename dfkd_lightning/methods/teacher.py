@@ -47,12 +47,12 @@ class TeacherTraining(ClassifierEvaluation):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, labels = batch
         logits = self.net(images)
-        loss = F.cross_entropy(logits.float(), labels,
-                               label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(1) == labels).float().mean())
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(self.net.parameters(), self.optimizer, self.scheduler,
-                                  self.hparams.scheduler_interval)
+        return build_optimization(
+            self.net.parameters(), self.optimizer, self.scheduler, self.hparams.scheduler_interval
+        )
