@@ -17,7 +17,8 @@ DEFAULT_TRAINER: dict[str, Any] = {
 
 
 class DFKDCLI(LightningCLI):
-    """LightningCLI whose DataModule hands ``num_classes`` and ``input_shape`` to the model.
+    """LightningCLI whose DataModule hands ``num_classes``, ``input_shape`` and the
+    normalisation ``mean``/``std`` to the model (to those models that take them).
 
     Models and data are chosen by ``class_path`` (subclass mode), optimizers are
     ``OptimizerCallable`` arguments of the model, and ``fit`` ends by testing the

@@ -25,6 +25,8 @@ FEATURE_DIMS = {
     "vgg11": 512,
     "lenet5": 120,
     "lenet5_half": 60,
+    "lenet5_bn": 120,
+    "lenet5_half_bn": 60,
 }
 
 

@@ -1,7 +1,46 @@
 """LightningModules: teacher training, KD with real data, and the data-free methods."""
 
+from dfkd_lightning.methods.cmi import CMI
+from dfkd_lightning.methods.dafl import DAFL
+from dfkd_lightning.methods.datafree import DataFreeDistillation, NonFiniteLossError
+from dfkd_lightning.methods.deepinversion import DeepInversion
+from dfkd_lightning.methods.dfad import DFAD
+from dfkd_lightning.methods.dfq import DFQ
 from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
+from dfkd_lightning.methods.fastdfkd import FastDFKD
+from dfkd_lightning.methods.generative import GenerativeDistillation
+from dfkd_lightning.methods.inversion import ModelInversion
 from dfkd_lightning.methods.teacher import TeacherTraining
+from dfkd_lightning.methods.teacher_student import TeacherStudentModule
+from dfkd_lightning.methods.zskt import ZSKT
 
-__all__ = ["ClassifierEvaluation", "KnowledgeDistillation", "TeacherTraining"]
+#: The data-free methods by the name used in configs, tables and the benchmark.
+DATA_FREE_METHODS: dict[str, type[DataFreeDistillation]] = {
+    "dafl": DAFL,
+    "zskt": ZSKT,
+    "dfad": DFAD,
+    "dfq": DFQ,
+    "deepinversion": DeepInversion,
+    "cmi": CMI,
+    "fastdfkd": FastDFKD,
+}
+
+__all__ = [
+    "CMI",
+    "DAFL",
+    "DATA_FREE_METHODS",
+    "DFAD",
+    "DFQ",
+    "ZSKT",
+    "ClassifierEvaluation",
+    "DataFreeDistillation",
+    "DeepInversion",
+    "FastDFKD",
+    "GenerativeDistillation",
+    "KnowledgeDistillation",
+    "ModelInversion",
+    "NonFiniteLossError",
+    "TeacherStudentModule",
+    "TeacherTraining",
+]

@@ -7,17 +7,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from dfkd_lightning.losses import kd_loss
-from dfkd_lightning.methods.evaluation import ClassifierEvaluation
-from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
-from dfkd_lightning.nets import build_classifier
+from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.optim import build_optimization
 
 
-class KnowledgeDistillation(ClassifierEvaluation):
+class KnowledgeDistillation(TeacherStudentModule):
     """Hinton et al. (2015): ``kd_weight * T^2 KL(t/T || s/T) + ce_weight * CE(s, y)``.
 
     The teacher is loaded from ``teacher_checkpoint`` (our Lightning checkpoints,
@@ -40,30 +36,10 @@ class KnowledgeDistillation(ClassifierEvaluation):
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__(num_classes, input_shape)
+        super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes, input_shape[0])
-        self.student = build_classifier(
-            student, num_classes=num_classes, in_channels=input_shape[0]
-        )
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.teacher_acc = nn.ModuleDict(
-            {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("val", "test")}
-        )
-        self._teacher_val_logged = False
-
-    def evaluated_net(self) -> nn.Module:
-        return self.student
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
-
-    def train(self, mode: bool = True) -> KnowledgeDistillation:
-        """Switch the student's mode; the teacher always stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, labels = batch
@@ -76,21 +52,6 @@ class KnowledgeDistillation(ClassifierEvaluation):
         self.log_dict({"train/loss_kd": loss_kd, "train/loss_ce": loss_ce})
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def _evaluate(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metric: MulticlassAccuracy
-    ) -> None:
-        """Student metrics every time; the teacher's accuracy once per stage."""
-        super()._evaluate(batch, stage, metric)
-        if stage == "test" or not self._teacher_val_logged:
-            images, labels = batch
-            teacher_metric = self.teacher_acc[stage]
-            teacher_metric.update(self.teacher(images), labels)
-            self.log(f"{stage}/teacher_acc", teacher_metric)
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._teacher_val_logged = True
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(

@@ -9,7 +9,8 @@ from dfkd_lightning.nets.checkpoint import (
     CheckpointNotFoundError,
     load_classifier_weights,
 )
-from dfkd_lightning.nets.lenet import LeNet5, LeNet5Half
+from dfkd_lightning.nets.generator import Generator
+from dfkd_lightning.nets.lenet import LeNet5, LeNet5BN, LeNet5Half, LeNet5HalfBN
 from dfkd_lightning.nets.mlp import MLPRegressor
 from dfkd_lightning.nets.registry import CLASSIFIERS, available_classifiers, build_classifier
 from dfkd_lightning.nets.resnet import ResNet18, ResNet34
@@ -27,8 +28,11 @@ __all__ = [
     "WRN40_2",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "Generator",
     "LeNet5",
+    "LeNet5BN",
     "LeNet5Half",
+    "LeNet5HalfBN",
     "MLPRegressor",
     "ResNet8",
     "ResNet18",

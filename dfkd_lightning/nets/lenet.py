@@ -9,6 +9,10 @@ translated by :func:`dfkd_lightning.nets.checkpoint.load_classifier_weights` thr
 ``checkpoint_key_aliases``.
 
 At 32x32 the ``conv3`` output is 1x1; larger inputs are globally averaged to the same vector.
+
+``LeNet5BN`` / ``LeNet5HalfBN`` (``lenet5_bn``, ``lenet5_half_bn``) add a BatchNorm layer after
+each convolution (``bn1``-``bn3``): the teacher the BN-statistics methods (DeepInversion, CMI,
+FastDFKD, DFQ) need, since their prior matches the teacher's BN running statistics.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LeNet5", "LeNet5Half"]
+__all__ = ["LeNet5", "LeNet5BN", "LeNet5Half", "LeNet5HalfBN"]
 
 
 class _LeNet(nn.Module):
@@ -35,18 +39,25 @@ class _LeNet(nn.Module):
     }
 
     def __init__(
-        self, widths: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 1
+        self,
+        widths: tuple[int, int, int, int],
+        num_classes: int = 10,
+        in_channels: int = 1,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         c1, c2, c3, hidden = widths
         self.feature_dim = c3
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=5)
+        self.bn1 = nn.BatchNorm2d(c1) if batch_norm else nn.Identity()
         self.relu1 = nn.ReLU(inplace=True)
         self.maxpool1 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
+        self.bn2 = nn.BatchNorm2d(c2) if batch_norm else nn.Identity()
         self.relu2 = nn.ReLU(inplace=True)
         self.maxpool2 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.conv3 = nn.Conv2d(c2, c3, kernel_size=5)
+        self.bn3 = nn.BatchNorm2d(c3) if batch_norm else nn.Identity()
         self.relu3 = nn.ReLU(inplace=True)
         self.fc1 = nn.Linear(c3, hidden)
         self.relu4 = nn.ReLU(inplace=True)
@@ -56,9 +67,9 @@ class _LeNet(nn.Module):
         self, x: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Return logits, or ``(logits, features)`` with the ``conv3`` activation vector."""
-        out = self.maxpool1(self.relu1(self.conv1(x)))
-        out = self.maxpool2(self.relu2(self.conv2(out)))
-        out = self.relu3(self.conv3(out))
+        out = self.maxpool1(self.relu1(self.bn1(self.conv1(x))))
+        out = self.maxpool2(self.relu2(self.bn2(self.conv2(out))))
+        out = self.relu3(self.bn3(self.conv3(out)))
         features = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         logits = self.fc2(self.relu4(self.fc1(features)))
         return (logits, features) if return_features else logits
@@ -76,3 +87,21 @@ class LeNet5Half(_LeNet):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__((3, 8, 60, 42), num_classes=num_classes, in_channels=in_channels)
+
+
+class LeNet5BN(_LeNet):
+    """LeNet-5 with BatchNorm after each convolution (a teacher for BN-statistics methods)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__(
+            (6, 16, 120, 84), num_classes=num_classes, in_channels=in_channels, batch_norm=True
+        )
+
+
+class LeNet5HalfBN(_LeNet):
+    """LeNet-5-half with BatchNorm after each convolution."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__(
+            (3, 8, 60, 42), num_classes=num_classes, in_channels=in_channels, batch_norm=True
+        )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from dfkd_lightning.nets.lenet import LeNet5, LeNet5Half
+from dfkd_lightning.nets.lenet import LeNet5, LeNet5BN, LeNet5Half, LeNet5HalfBN
 from dfkd_lightning.nets.resnet import ResNet18, ResNet34
 from dfkd_lightning.nets.resnet_tiny import ResNet8, ResNet20
 from dfkd_lightning.nets.vgg import VGG8, VGG11
@@ -28,6 +28,8 @@ CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
     "vgg11": VGG11,
     "lenet5": LeNet5,
     "lenet5_half": LeNet5Half,
+    "lenet5_bn": LeNet5BN,
+    "lenet5_half_bn": LeNet5HalfBN,
 }
 
 
