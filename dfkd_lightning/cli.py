@@ -41,12 +41,9 @@ class DFKDCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments(
-            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.input_shape", "model.init_args.input_shape", apply_on="instantiate"
-        )
+        # Targets a model does not take are skipped (teacher training has no mean/std).
+        for name in ("num_classes", "input_shape", "mean", "std"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -61,13 +58,13 @@ class DFKDCLI(LightningCLI):
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``dfkd demo`` or any LightningCLI subcommand."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "demo":
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "demo":
         from dfkd_lightning.demo import main as demo_main
 
-        demo_main(argv[1:])
+        demo_main(args[1:])
         return
-    DFKDCLI(args=argv)
+    DFKDCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

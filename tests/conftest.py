@@ -31,23 +31,33 @@ def quick_trainer(root: Path, max_epochs: int, **kwargs) -> L.Trainer:
     return L.Trainer(**options)
 
 
-@pytest.fixture(scope="session")
-def digits_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LeNet-5 trained for a few epochs on digits, saved as a Lightning checkpoint."""
-    root = tmp_path_factory.mktemp("digits_teacher")
+def train_digits_teacher(root: Path, arch: str, epochs: int = 6) -> Path:
+    """Train ``arch`` for a few epochs on digits and save a Lightning checkpoint."""
     L.seed_everything(0)
     data = ClassificationDataModule("digits", channels=1, image_size=32, batch_size=64)
     model = TeacherTraining(
-        "lenet5",
+        arch,
         num_classes=data.num_classes,
         input_shape=data.input_shape,
         optimizer=lambda params: torch.optim.Adam(params, lr=2e-3),
     )
-    trainer = quick_trainer(root, max_epochs=6)
+    trainer = quick_trainer(root, max_epochs=epochs)
     trainer.fit(model, datamodule=data)
-    path = root / "teacher.ckpt"
+    path = root / f"{arch}.ckpt"
     trainer.save_checkpoint(path, weights_only=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LeNet-5 trained for a few epochs on digits."""
+    return train_digits_teacher(tmp_path_factory.mktemp("digits_teacher"), "lenet5")
+
+
+@pytest.fixture(scope="session")
+def digits_bn_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LeNet-5 with BatchNorm (what the BN-statistics methods need) trained on digits."""
+    return train_digits_teacher(tmp_path_factory.mktemp("digits_bn_teacher"), "lenet5_bn")
 
 
 @pytest.fixture()

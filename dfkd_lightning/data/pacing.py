@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -23,5 +24,15 @@ class StepPacer(Dataset):
 
 
 def step_loader(steps: int) -> DataLoader:
-    """Loader yielding the step indices ``0 .. steps-1`` as plain ints, one per batch."""
-    return DataLoader(StepPacer(steps), batch_size=None, shuffle=False, num_workers=0)
+    """Loader yielding the step indices ``0 .. steps-1`` as plain ints, one per batch.
+
+    It has its own ``torch.Generator``: creating its iterator every epoch must not draw
+    from the global RNG, which the synthesis owns (and checkpoints restore exactly).
+    """
+    return DataLoader(
+        StepPacer(steps),
+        batch_size=None,
+        shuffle=False,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -17,8 +17,9 @@ class BNStatisticsPrior(DataFreeDistillation):
     replaced the layers (``sync_batchnorm``), and removed when the fit ends.
     """
 
-    def __init__(self, *args: Any, bn_momentum: float = 0.0, first_bn_multiplier: float = 1.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, bn_momentum: float = 0.0, first_bn_multiplier: float = 1.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.bn_momentum, self.first_bn_multiplier = bn_momentum, first_bn_multiplier
         self.bn_statistics: BNStatisticsLoss | None = None
@@ -31,8 +32,11 @@ class BNStatisticsPrior(DataFreeDistillation):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if self.needs_bn_statistics() and self.bn_statistics is None:
-            self.bn_statistics = BNStatisticsLoss(self.teacher, momentum=self.bn_momentum,
-                                                  first_bn_multiplier=self.first_bn_multiplier)
+            self.bn_statistics = BNStatisticsLoss(
+                self.teacher,
+                momentum=self.bn_momentum,
+                first_bn_multiplier=self.first_bn_multiplier,
+            )
         if self.bn_statistics is not None and self._pending_bn_state is not None:
             self.bn_statistics.load_state_dict(self._pending_bn_state)
             self._pending_bn_state = None

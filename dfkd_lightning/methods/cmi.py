@@ -30,12 +30,22 @@ class CMI(ModelInversion):
     objective, SupContrast-style) or ``local_to_global`` (what the released code runs).
     """
 
-    def __init__(self, *args: Any, cr: float = 0.8, cr_temperature: float = 0.1,
-                 cr_mode: Literal["supcon", "local_to_global"] = "supcon",
-                 bank_size: int = 40960, n_neg: int = 4096, head_dim: int = 128,
-                 local_scale: tuple[float, float] = (0.25, 1.0), nz: int = 256, ngf: int = 64,
-                 lr_g: float = 1e-3, g_betas: tuple[float, float] = (0.5, 0.999),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        cr: float = 0.8,
+        cr_temperature: float = 0.1,
+        cr_mode: Literal["supcon", "local_to_global"] = "supcon",
+        bank_size: int = 40960,
+        n_neg: int = 4096,
+        head_dim: int = 128,
+        local_scale: tuple[float, float] = (0.25, 1.0),
+        nz: int = 256,
+        ngf: int = 64,
+        lr_g: float = 1e-3,
+        g_betas: tuple[float, float] = (0.5, 0.999),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.weights["cr"] = cr
         self.cr_temperature, self.cr_mode = cr_temperature, cr_mode
@@ -44,8 +54,9 @@ class CMI(ModelInversion):
         channels, size, _ = self.input_shape
         self.generator = Generator(nz=nz, ngf=ngf, img_size=size, nc=channels)
         self.z = nn.Parameter(torch.randn(self.synthesis_batch_size, nz))
-        self.local_augmenter = BatchAugment(crop_padding=0, flip=True,
-                                            resized_crop_scale=tuple(local_scale))
+        self.local_augmenter = BatchAugment(
+            crop_padding=0, flip=True, resized_crop_scale=tuple(local_scale)
+        )
         feature_dim = self._teacher_feature_dim()
         self.head = ContrastiveHead(feature_dim, head_dim)
         self.memory_bank = FeatureMemoryBank(bank_size, 2 * feature_dim)
@@ -53,17 +64,26 @@ class CMI(ModelInversion):
 
     def _teacher_feature_dim(self) -> int:
         """Width of CMI's instance feature: the channels of all teacher BN layers."""
-        return sum(m.num_features for m in self.teacher.modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        return sum(
+            m.num_features
+            for m in self.teacher.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        )
 
     def needs_bn_statistics(self) -> bool:
         return True
 
     def configure_synthesis_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam([
-            {"params": [*self.generator.parameters(), self.z]},
-            {"params": self.head.parameters()},
-        ], lr=self.lr_g, betas=self.g_betas)]
+        return [
+            torch.optim.Adam(
+                [
+                    {"params": [*self.generator.parameters(), self.z]},
+                    {"params": self.head.parameters()},
+                ],
+                lr=self.lr_g,
+                betas=self.g_betas,
+            )
+        ]
 
     def reset_synthesizer(self) -> None:
         reinitialize(self.generator)
@@ -78,10 +98,12 @@ class CMI(ModelInversion):
     def render(self) -> torch.Tensor:
         return self.generator(self.z)
 
-    def synthesis_terms(self, images: torch.Tensor, targets: torch.Tensor,
-                        weights: dict[str, float]) -> dict[str, torch.Tensor]:
-        terms = self.inversion_terms(self.normalize(self.synthesis_augmenter(images)), targets,
-                                     weights)
+    def synthesis_terms(
+        self, images: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
+        terms = self.inversion_terms(
+            self.normalize(self.synthesis_augmenter(images)), targets, weights
+        )
         global_features = self.bn_statistics.instance_features()
         self.teacher(self.normalize(self.local_augmenter(images)))
         local_features = self.bn_statistics.instance_features()
@@ -89,11 +111,17 @@ class CMI(ModelInversion):
         if "cr" in weights:
             cached = self.memory_bank.sample(self.n_neg).to(local_features)
             cached_local, cached_global = cached.chunk(2, dim=1)
-            projected = self.head(torch.cat(
-                [local_features, cached_local, global_features, cached_global]))
+            projected = self.head(
+                torch.cat([local_features, cached_local, global_features, cached_global])
+            )
             local_proj, global_proj = projected.chunk(2)
-            terms["cr"] = contrastive_loss(local_proj, global_proj, self.cr_temperature,
-                                           mode=self.cr_mode, num_current=len(images))
+            terms["cr"] = contrastive_loss(
+                local_proj,
+                global_proj,
+                self.cr_temperature,
+                mode=self.cr_mode,
+                num_current=len(images),
+            )
         return terms
 
     def keep_with_best(self) -> dict[str, torch.Tensor]:
@@ -104,8 +132,10 @@ class CMI(ModelInversion):
 
     def extra_rank_state(self) -> dict[str, Any]:
         state = super().extra_rank_state()
-        state["memory_bank"] = {k: v.cpu() if torch.is_tensor(v) else v
-                                for k, v in self.memory_bank.state_dict().items()}
+        state["memory_bank"] = {
+            k: v.cpu() if torch.is_tensor(v) else v
+            for k, v in self.memory_bank.state_dict().items()
+        }
         return state
 
     def load_extra_rank_state(self, state: dict[str, Any]) -> None:

@@ -28,8 +28,15 @@ class DAFL(GenerativeDistillation):
     used, this loop draws fresh samples for the student (``kd_steps`` steps per round).
     """
 
-    def __init__(self, *args: Any, oh: float = 1.0, act: float = 0.1, ie: float = 5.0,
-                 ie_log_base: float = math.e, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        oh: float = 1.0,
+        act: float = 0.1,
+        ie: float = 5.0,
+        ie_log_base: float = math.e,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.weights = {"oh": oh, "act": act, "ie": ie}
         self.ie_log_base = ie_log_base
@@ -37,8 +44,9 @@ class DAFL(GenerativeDistillation):
     def loss_weights(self) -> dict[str, float]:
         return dict(self.weights)
 
-    def generator_terms(self, inputs: torch.Tensor, weights: dict[str, float]
-                        ) -> dict[str, torch.Tensor]:
+    def generator_terms(
+        self, inputs: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         logits, features = self.teacher(inputs, return_features=True)
         return {
             "oh": one_hot_loss(logits),

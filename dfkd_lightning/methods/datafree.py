@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Literal
 
@@ -10,6 +9,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.strategies import DDPStrategy
 
 from dfkd_lightning.data.specs import denormalize, normalize
 from dfkd_lightning.losses import kd_loss
@@ -87,6 +87,7 @@ class DataFreeDistillation(TeacherStudentModule):
         self._pool_directory = pool_directory
         self.pool = SyntheticPool(**self._pool_options)
         self.images_synthesized = 0
+        self.student_steps = 0
         self._pending_rng: dict[str, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- to override
@@ -144,8 +145,9 @@ class DataFreeDistillation(TeacherStudentModule):
                 f"step {self.global_step}. Lower the learning rates (student optimizer, lr_g), "
                 "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
             )
-        self.log_dict({f"{prefix}/{name}": value.detach() for name, value in terms.items()},
-                      **kwargs)
+        self.log_dict(
+            {f"{prefix}/{name}": value.detach() for name, value in terms.items()}, **kwargs
+        )
 
     # ----------------------------------------------------------------- the loop
     def configure_optimizers(self) -> Any:
@@ -165,7 +167,7 @@ class DataFreeDistillation(TeacherStudentModule):
         optimizers = self.synthesis_optimizers()
         student_was_training = self.student.training
         self.student.eval()
-        start = time.perf_counter()
+        before, start = self.images_synthesized, time.perf_counter()
         if optimizers:
             with optimizers[0].toggle_model(sync_grad=self.sync_synthesis):
                 images = self.synthesize()
@@ -177,8 +179,13 @@ class DataFreeDistillation(TeacherStudentModule):
             self.pool.add(images)
             self.images_synthesized += len(images)
         seconds = time.perf_counter() - start
-        self.log_dict({"synth/seconds_per_round": seconds, "pool/size": float(len(self.pool)),
-                       "synth/images": float(self.images_synthesized)})
+        self.log_dict(
+            {
+                "synth/images_per_s": (self.images_synthesized - before) / max(seconds, 1e-9),
+                "synth/images": float(self.images_synthesized),
+                "pool/size": float(len(self.pool)),
+            }
+        )
 
     def _filter_through_callbacks(self, images: torch.Tensor) -> torch.Tensor:
         """Pass new samples through every callback's ``on_samples_synthesized``."""
@@ -198,6 +205,7 @@ class DataFreeDistillation(TeacherStudentModule):
                 teacher_logits = self.teacher(inputs)
             terms = self.student_loss(self.student(inputs), teacher_logits, inputs)
             self.optimizer_step(optimizer, terms["loss"])
+        self.student_steps += 1
         self.log_terms("train", terms, prog_bar=False)
 
     def on_train_epoch_end(self) -> None:
@@ -206,6 +214,17 @@ class DataFreeDistillation(TeacherStudentModule):
             scheduler.step()
 
     # ----------------------------------------------------------------- ranks and resume
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get(
+            "find_unused_parameters", False
+        ):
+            raise ValueError(
+                "data-free methods alternate the student's and the synthesizer's optimizers, "
+                "which DDP only allows with unused-parameter detection: use "
+                "--trainer.strategy ddp_find_unused_parameters_true (configs/trainer/ddp.yaml)"
+            )
+
     def on_train_start(self) -> None:
         if self._pending_rng is not None:
             torch.set_rng_state(self._pending_rng["cpu"])
@@ -223,8 +242,13 @@ class DataFreeDistillation(TeacherStudentModule):
         rng = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"pool": self.pool.state_dict(), "rng": rng,
-                "images_synthesized": self.images_synthesized, **self.extra_rank_state()}
+        return {
+            "pool": self.pool.state_dict(),
+            "rng": rng,
+            "images_synthesized": self.images_synthesized,
+            "student_steps": self.student_steps,
+            **self.extra_rank_state(),
+        }
 
     def extra_rank_state(self) -> dict[str, Any]:
         """Per-rank synthesizer state beyond the module's parameters (tensors/primitives)."""
@@ -250,6 +274,7 @@ class DataFreeDistillation(TeacherStudentModule):
         self.pool = SyntheticPool(**self._pool_options, directory=self._rank_pool_directory())
         self.pool.load_state_dict(state["pool"], device=self.device)
         self.images_synthesized = int(state["images_synthesized"])
+        self.student_steps = int(state.get("student_steps", 0))
         self._pending_rng = state["rng"]
         self.load_extra_rank_state(state)
 
@@ -257,8 +282,3 @@ class DataFreeDistillation(TeacherStudentModule):
         if self._pool_directory is None:
             return None
         return rank_directory(self._pool_directory, self.global_rank)
-
-    # ----------------------------------------------------------------- reporting
-    def synthesis_throughput(self, seconds: float) -> float:
-        """Images synthesized per second of ``seconds`` wall clock."""
-        return self.images_synthesized / seconds if seconds > 0 else math.nan

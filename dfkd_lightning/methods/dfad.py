@@ -25,11 +25,13 @@ class DFAD(GenerativeDistillation):
     def loss_weights(self) -> dict[str, float]:
         return {"adv": self.adv}
 
-    def generator_terms(self, inputs: torch.Tensor, weights: dict[str, float]
-                        ) -> dict[str, torch.Tensor]:
+    def generator_terms(
+        self, inputs: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         return {"adv": l1_adversarial_loss(self.student(inputs), self.teacher(inputs))}
 
-    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def student_loss(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, inputs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         loss = l1_distillation_loss(student_logits, teacher_logits)
         return {"loss": loss, "loss_l1": loss}

@@ -25,8 +25,15 @@ class DFQ(BNStatisticsPrior, GenerativeDistillation):
     ``temperature``.
     """
 
-    def __init__(self, *args: Any, bn: float = 1.0, oh: float = 1.0, adv: float = 1.0,
-                 balance: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        bn: float = 1.0,
+        oh: float = 1.0,
+        adv: float = 1.0,
+        balance: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.weights = {"bn": bn, "oh": oh, "adv": adv, "balance": balance}
 
@@ -36,14 +43,18 @@ class DFQ(BNStatisticsPrior, GenerativeDistillation):
     def needs_bn_statistics(self) -> bool:
         return self.weights["bn"] != 0
 
-    def generator_terms(self, inputs: torch.Tensor, weights: dict[str, float]
-                        ) -> dict[str, torch.Tensor]:
+    def generator_terms(
+        self, inputs: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         teacher_logits = self.teacher(inputs)
-        terms = {"oh": one_hot_loss(teacher_logits),
-                 "balance": information_entropy_loss(teacher_logits)}
+        terms = {
+            "oh": one_hot_loss(teacher_logits),
+            "balance": information_entropy_loss(teacher_logits),
+        }
         if "bn" in weights:
             terms["bn"] = self.bn_statistics()
         if "adv" in weights:
-            terms["adv"] = adversarial_kl_loss(self.student(inputs), teacher_logits,
-                                               agreeing_only=False)
+            terms["adv"] = adversarial_kl_loss(
+                self.student(inputs), teacher_logits, agreeing_only=False
+            )
         return terms

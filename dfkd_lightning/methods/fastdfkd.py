@@ -25,15 +25,30 @@ class FastDFKD(ModelInversion):
     then moves the meta-generator: first-order MAML (``meta_update: maml``, the released
     scripts' choice: the fast gradients summed over the round) or REPTILE
     (``meta_update: reptile``, ``(meta - fast) * reptile_scale``), one Adam step with
-    ``lr_g * g_steps``. ``reset_l0`` re-draws the generator's first layer once, at round
-    ``reset_l0_round`` (the code: 120 rounds after warmup).
+    ``lr_g * g_steps``. ``reset_l0`` re-draws the generator's first layer (and first BN, as
+    the released fix does) once, at the first round of epoch ``reset_l0_epoch`` (the scripts:
+    round 120 after a 20-epoch warmup with one round per epoch, i.e. epoch 140). The
+    adversarial term starts after ``warmup``.
+
+    Differences from the released code: its FOMAML meta step comes before the last inner
+    step (so that step's gradient joins the next round's meta step); here the meta step
+    follows the round. The meta-generator is per DDP rank, like every inversion synthesizer.
     """
 
-    def __init__(self, *args: Any, nz: int = 256, ngf: int = 64, lr_g: float = 4e-3,
-                 lr_z: float = 0.01, g_betas: tuple[float, float] = (0.5, 0.999),
-                 meta_update: Literal["maml", "reptile"] = "maml",
-                 reptile_scale: float = FAST_DATAFREE_REPTILE_SCALE,
-                 reset_l0: bool = True, reset_l0_round: int = 120, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        nz: int = 256,
+        ngf: int = 64,
+        lr_g: float = 4e-3,
+        lr_z: float = 0.01,
+        g_betas: tuple[float, float] = (0.5, 0.999),
+        meta_update: Literal["maml", "reptile"] = "maml",
+        reptile_scale: float = FAST_DATAFREE_REPTILE_SCALE,
+        reset_l0: bool = True,
+        reset_l0_epoch: int = 140,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         channels, size, _ = self.input_shape
         self.generator = Generator(nz=nz, ngf=ngf, img_size=size, nc=channels)
@@ -41,22 +56,27 @@ class FastDFKD(ModelInversion):
         self.z = nn.Parameter(torch.randn(self.synthesis_batch_size, nz))
         self.lr_g, self.lr_z, self.g_betas = lr_g, lr_z, tuple(g_betas)
         self.meta_update, self.reptile_scale = meta_update, reptile_scale
-        self.reset_l0, self.reset_l0_round = reset_l0, reset_l0_round
-        self.rounds = 0
+        self.reset_l0, self.reset_l0_epoch = reset_l0, reset_l0_epoch
+        self.l0_was_reset = False
 
     def configure_synthesis_optimizers(self) -> list[torch.optim.Optimizer]:
-        fast = torch.optim.Adam([
-            {"params": self.fast_generator.parameters()},
-            {"params": [self.z], "lr": self.lr_z},
-        ], lr=self.lr_g, betas=self.g_betas)
-        meta = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g * self.g_steps,
-                                betas=self.g_betas)
+        fast = torch.optim.Adam(
+            [
+                {"params": self.fast_generator.parameters()},
+                {"params": [self.z], "lr": self.lr_z},
+            ],
+            lr=self.lr_g,
+            betas=self.g_betas,
+        )
+        meta = torch.optim.Adam(
+            self.generator.parameters(), lr=self.lr_g * self.g_steps, betas=self.g_betas
+        )
         return [fast, meta]
 
     def reset_synthesizer(self) -> None:
-        self.rounds += 1
-        if self.reset_l0 and self.rounds == self.reset_l0_round:
+        if self.reset_l0 and not self.l0_was_reset and self.current_epoch >= self.reset_l0_epoch:
             reset_first_layer(self.generator)
+            self.l0_was_reset = True
         self.fast_generator.load_state_dict(self.generator.state_dict())
         with torch.no_grad():
             self.z.normal_()
@@ -83,8 +103,15 @@ class FastDFKD(ModelInversion):
         meta.zero_grad(set_to_none=True)
 
     def extra_rank_state(self) -> dict[str, Any]:
-        return {**super().extra_rank_state(), "rounds": self.rounds}
+        return {**super().extra_rank_state(), "l0_was_reset": self.l0_was_reset}
 
     def load_extra_rank_state(self, state: dict[str, Any]) -> None:
         super().load_extra_rank_state(state)
-        self.rounds = int(state.get("rounds", 0))
+        self.l0_was_reset = bool(state.get("l0_was_reset", False))
+
+    def loss_weights(self) -> dict[str, float]:
+        """The adversarial term joins once the student trains (after ``warmup``), as released."""
+        weights = super().loss_weights()
+        if self.current_epoch < self.warmup:
+            weights["adv"] = 0.0
+        return weights

@@ -37,8 +37,9 @@ class ModelInversion(BNStatisticsPrior):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.weights = {"bn": bn, "oh": oh, "adv": adv}
-        self.synthesis_augmenter = BatchAugment(crop_padding=synthesis_crop_padding,
-                                                flip=synthesis_flip)
+        self.synthesis_augmenter = BatchAugment(
+            crop_padding=synthesis_crop_padding, flip=synthesis_flip
+        )
 
     # ----------------------------------------------------------------- to override
     def reset_synthesizer(self) -> None:
@@ -48,11 +49,13 @@ class ModelInversion(BNStatisticsPrior):
         """The current synthetic batch in [0, 1], differentiable w.r.t. the synthesizer."""
         raise NotImplementedError
 
-    def synthesis_terms(self, images: torch.Tensor, targets: torch.Tensor,
-                        weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    def synthesis_terms(
+        self, images: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         """Unweighted loss terms of ``images``; only the names in ``weights`` are needed."""
-        return self.inversion_terms(self.normalize(self.synthesis_augmenter(images)), targets,
-                                    weights)
+        return self.inversion_terms(
+            self.normalize(self.synthesis_augmenter(images)), targets, weights
+        )
 
     def after_synthesis_step(self, step: int) -> None:
         """Called after every synthesizer optimizer step (FastDFKD's meta gradients)."""
@@ -66,8 +69,9 @@ class ModelInversion(BNStatisticsPrior):
         batch (CMI's memory bank, FastDFKD's meta update)."""
 
     # ----------------------------------------------------------------- shared terms
-    def inversion_terms(self, inputs: torch.Tensor, targets: torch.Tensor,
-                        weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    def inversion_terms(
+        self, inputs: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         """``oh``, ``bn`` and ``adv`` of normalised ``inputs``."""
         teacher_logits = self.teacher(inputs)
         terms = {"oh": one_hot_loss(teacher_logits, targets)}
@@ -77,8 +81,9 @@ class ModelInversion(BNStatisticsPrior):
             terms["adv"] = self.adversarial_term(self.student(inputs), teacher_logits)
         return terms
 
-    def adversarial_term(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
-                         ) -> torch.Tensor:
+    def adversarial_term(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> torch.Tensor:
         """CMI's decision-adversarial term: ``-KL(t || s)`` on agreeing samples (<= 0)."""
         return adversarial_kl_loss(student_logits, teacher_logits)
 
@@ -105,8 +110,10 @@ class ModelInversion(BNStatisticsPrior):
                 better = loss.detach() < best_loss
                 best_loss = torch.where(better, loss.detach(), best_loss)
                 current = {"images": images.detach().float(), **self.keep_with_best()}
-                best = {key: value if key not in best else torch.where(better, value, best[key])
-                        for key, value in current.items()}
+                best = {
+                    key: value if key not in best else torch.where(better, value, best[key])
+                    for key, value in current.items()
+                }
             self.optimizer_step(optimizer, loss)
             self.after_synthesis_step(step)
             terms["loss"] = loss

@@ -21,9 +21,15 @@ class ZSKT(GenerativeDistillation):
     generator step. KL at ``temperature`` (1 in the paper).
     """
 
-    def __init__(self, *args: Any, adv: float = 1.0, beta: float = 250.0,
-                 teacher_stages: Sequence[str] | None = None,
-                 student_stages: Sequence[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        adv: float = 1.0,
+        beta: float = 250.0,
+        teacher_stages: Sequence[str] | None = None,
+        student_stages: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.adv, self.beta = adv, beta
         self.teacher_stages = StageOutputs(self.teacher, teacher_stages)
@@ -38,13 +44,15 @@ class ZSKT(GenerativeDistillation):
     def loss_weights(self) -> dict[str, float]:
         return {"adv": self.adv}
 
-    def generator_terms(self, inputs: torch.Tensor, weights: dict[str, float]
-                        ) -> dict[str, torch.Tensor]:
+    def generator_terms(
+        self, inputs: torch.Tensor, weights: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         kl = kd_loss(self.student(inputs), self.teacher(inputs), self.temperature)
         return {"adv": -kl}
 
-    def student_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def student_loss(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, inputs: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         loss_kd = kd_loss(student_logits, teacher_logits, self.temperature)
         loss_at = attention_transfer_loss(self.student_stages.outputs, self.teacher_stages.outputs)
         return {"loss": loss_kd + self.beta * loss_at, "loss_kd": loss_kd, "loss_at": loss_at}

@@ -1,0 +1,301 @@
+"""The data-free loop and the seven classic methods, run from their YAML configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import CONFIGS, quick_trainer
+from lightning.pytorch.callbacks import Callback
+
+from dfkd_lightning.cli import DFKDCLI
+from dfkd_lightning.data import ClassificationDataModule
+from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation, NonFiniteLossError
+from dfkd_lightning.nets import build_classifier
+
+DIGITS = CONFIGS / "experiments/digits"
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks",
+    "[]",
+    "--trainer.enable_checkpointing",
+    "false",
+]
+#: Tiny loop sizes for smoke runs (a few steps).
+TINY = [
+    "--trainer.max_epochs",
+    "1",
+    "--data.init_args.steps_per_epoch",
+    "4",
+    "--model.init_args.kd_steps",
+    "2",
+    "--model.init_args.g_steps",
+    "2",
+    "--model.init_args.warmup",
+    "0",
+    "--model.init_args.batch_size",
+    "8",
+    "--model.init_args.synthesis_batch_size",
+    "8",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+]
+SMALL_BANK = {"cmi": ["--model.init_args.bank_size", "64", "--model.init_args.n_neg", "16"]}
+
+
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "argv", ["dfkd"])
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained LeNet-5 (BN) as a raw state dict: enough to exercise every code path."""
+    path = tmp_path_factory.mktemp("fake_teacher") / "lenet5_bn.pt"
+    torch.save(build_classifier("lenet5_bn", 10, 1).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("method", sorted(DATA_FREE_METHODS))
+def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher: Path) -> None:
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(DIGITS / f"{method}.yaml"),
+            *QUIET,
+            *TINY,
+            *SMALL_BANK.get(method, []),
+            "--data.init_args.dataset",
+            "fake",
+            "--data.init_args.channels",
+            "1",
+            "--model.init_args.teacher_checkpoint",
+            str(fake_teacher),
+            "--test_after_fit",
+            "false",
+        ]
+    )
+    model = cli.model
+    assert isinstance(model, DATA_FREE_METHODS[method])
+    assert model.student_steps == 4
+    assert model.images_synthesized > 0
+    assert len(model.pool) == (16 if model.uses_pool else 0)  # 2 rounds x 8 images
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["synth/loss"]) and torch.isfinite(metrics["train/loss"])
+    [result] = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert {"test/acc", "test/teacher_acc"} <= result.keys()
+
+
+def _digits_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
+    return DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(DIGITS / f"{method}.yaml"),
+            *QUIET,
+            "--model.init_args.teacher_checkpoint",
+            str(teacher),
+            *overrides,
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        (
+            "deepinversion",
+            [
+                "--trainer.max_epochs",
+                "3",
+                "--data.init_args.steps_per_epoch",
+                "60",
+                "--model.init_args.kd_steps",
+                "20",
+                "--model.init_args.g_steps",
+                "60",
+            ],
+        ),
+        ("dfad", ["--trainer.max_epochs", "3", "--data.init_args.steps_per_epoch", "100"]),
+    ],
+)
+def test_short_digits_run_beats_chance(
+    method: str, overrides: list[str], digits_bn_teacher_ckpt: Path
+) -> None:
+    cli = _digits_run(method, digits_bn_teacher_ckpt, *overrides)
+    assert cli.trainer.callback_metrics["test/teacher_acc"] > 0.85
+    assert cli.trainer.callback_metrics["test/acc"] > 0.5  # chance is 0.1
+
+
+class KeepEveryOther(Callback):
+    """A sample filter: keeps every other synthesized image."""
+
+    def on_samples_synthesized(self, trainer, module, samples: torch.Tensor) -> torch.Tensor:
+        return samples[::2]
+
+
+def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
+    data = ClassificationDataModule("digits", channels=1, train_source="steps", steps_per_epoch=6)
+    options = dict(
+        teacher="lenet5_bn",
+        student="lenet5_half",
+        teacher_checkpoint=str(teacher),
+        num_classes=10,
+        input_shape=data.input_shape,
+        mean=data.mean,
+        std=data.std,
+        batch_size=16,
+        synthesis_batch_size=8,
+        kd_steps=3,
+        g_steps=3,
+        jitter=2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    )
+    options.update(kwargs)
+    return DATA_FREE_METHODS["deepinversion"](**options), data
+
+
+def test_sample_callbacks_filter_what_reaches_the_pool(fake_teacher: Path, tmp_path: Path) -> None:
+    model, data = _deepinversion(fake_teacher)
+    quick_trainer(tmp_path, 1, callbacks=[KeepEveryOther()], limit_val_batches=0).fit(
+        model, datamodule=data
+    )
+    assert len(model.pool) == 2 * 4  # 2 rounds of 8 images, half kept
+
+
+def test_non_finite_loss_is_a_clear_error(fake_teacher: Path) -> None:
+    model, _ = _deepinversion(fake_teacher)
+    with pytest.raises(NonFiniteLossError, match=r"\['bn'\].*lr_g"):
+        model.log_terms("synth", {"bn": torch.tensor(float("nan")), "oh": torch.tensor(1.0)})
+
+
+@pytest.mark.parametrize("method", ["deepinversion", "dafl"])
+def test_interrupted_and_resumed_run_matches_uninterrupted(
+    method: str, fake_teacher: Path, tmp_path: Path
+) -> None:
+    """Checkpoints hold the student, synthesizer, optimizers, pool and RNG state."""
+    args = [
+        "--config",
+        str(DIGITS / f"{method}.yaml"),
+        *QUIET[:4],
+        *TINY[2:],
+        "--model.init_args.teacher_checkpoint",
+        str(fake_teacher),
+        "--trainer.logger",
+        "false",
+        "--trainer.limit_val_batches",
+        "0",
+        "--test_after_fit",
+        "false",
+    ]
+
+    def run(max_epochs: int, ckpt: Path | None = None, save: Path | None = None) -> DFKDCLI:
+        L.seed_everything(0)
+        extra = ["--trainer.max_epochs", str(max_epochs)]
+        extra += ["--ckpt_path", str(ckpt)] if ckpt else []
+        cli = DFKDCLI(
+            args=[
+                "fit",
+                *args,
+                *extra,
+                "--trainer.callbacks",
+                "[]",
+                "--trainer.enable_checkpointing",
+                "false",
+            ]
+        )
+        if save:
+            cli.trainer.save_checkpoint(save, weights_only=False)
+        return cli
+
+    straight = run(2)
+    ckpt = tmp_path / "epoch1.ckpt"
+    run(1, save=ckpt)
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["datafree_ranks"]
+    resumed = run(2, ckpt=ckpt)
+    for key, value in straight.model.student.state_dict().items():
+        torch.testing.assert_close(
+            resumed.model.student.state_dict()[key], value, rtol=0, atol=0, msg=key
+        )
+    assert len(resumed.model.pool) == len(straight.model.pool)
+    torch.testing.assert_close(resumed.model.pool.images(), straight.model.pool.images())
+    assert resumed.model.student_steps == straight.model.student_steps
+
+
+@pytest.mark.parametrize("method", ["cmi", "dfq"])
+def test_bf16_mixed_precision(method: str, fake_teacher: Path) -> None:
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(DIGITS / f"{method}.yaml"),
+            *QUIET,
+            *TINY,
+            *SMALL_BANK.get(method, []),
+            "--trainer.precision",
+            "bf16-mixed",
+            "--model.init_args.teacher_checkpoint",
+            str(fake_teacher),
+            "--test_after_fit",
+            "false",
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["synth/loss"]) and torch.isfinite(metrics["train/loss"])
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_keeps_a_pool_per_rank(fake_teacher: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "dfkd_lightning.cli",
+        "fit",
+        "--config",
+        str(DIGITS / "cmi.yaml"),
+        *TINY,
+        *SMALL_BANK["cmi"],
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger",
+        "false",
+        "--model.init_args.teacher_checkpoint",
+        str(fake_teacher),
+        "--trainer.strategy",
+        "ddp_find_unused_parameters_true",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = torch.load(
+        tmp_path / "runs/digits/cmi/checkpoints/final.ckpt", map_location="cpu", weights_only=True
+    )
+    ranks = checkpoint["datafree_ranks"]
+    assert len(ranks) == 2
+    pools = [rank["pool"] for rank in ranks]
+    images = [pool["data"] for pool in pools]
+    assert images[0].shape == images[1].shape == (16, 1, 32, 32)
+    assert not torch.equal(images[0], images[1])  # each rank synthesized its own images
