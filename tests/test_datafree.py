@@ -129,7 +129,8 @@ def _digits_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
                 "60",
             ],
         ),
-        ("dfad", ["--trainer.max_epochs", "3", "--data.init_args.steps_per_epoch", "100"]),
+        ("dafl", ["--trainer.max_epochs", "3", "--data.init_args.steps_per_epoch", "100",
+              "--model.init_args.ngf", "16"]),
     ],
 )
 def test_short_digits_run_beats_chance(

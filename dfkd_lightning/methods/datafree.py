@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy
 
-from dfkd_lightning.data.specs import denormalize, normalize
+from dfkd_lightning.data.specs import normalize
 from dfkd_lightning.losses import kd_loss
 from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.optim import build_optimization
@@ -118,10 +118,6 @@ class DataFreeDistillation(TeacherStudentModule):
         """[0, 1] images -> network inputs with the dataset's mean/std."""
         return normalize(images, self.mean, self.std)
 
-    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Network inputs -> [0, 1] images (clamped)."""
-        return denormalize(inputs, self.mean, self.std).clamp(0, 1)
-
     def random_targets(self, n: int) -> torch.Tensor:
         """Uniformly drawn class labels for a synthesis batch (sorted, as CMI does)."""
         return torch.randint(0, self.num_classes, (n,), device=self.device).sort().values
@@ -138,16 +134,17 @@ class DataFreeDistillation(TeacherStudentModule):
 
     def log_terms(self, prefix: str, terms: dict[str, torch.Tensor], **kwargs: Any) -> None:
         """Check every term is finite and log it as ``prefix/name``."""
-        bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-        if bad:
+        values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+        if not torch.isfinite(values).all():  # one device sync for all terms
+            bad = [name for name, value in zip(terms, values, strict=True)
+                   if not torch.isfinite(value)]
             raise NonFiniteLossError(
                 f"{prefix} loss terms {bad} became NaN/inf at epoch {self.current_epoch}, "
                 f"step {self.global_step}. Lower the learning rates (student optimizer, lr_g), "
                 "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
             )
-        self.log_dict(
-            {f"{prefix}/{name}": value.detach() for name, value in terms.items()}, **kwargs
-        )
+        self.log_dict(dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)),
+                      **kwargs)
 
     # ----------------------------------------------------------------- the loop
     def configure_optimizers(self) -> Any:
