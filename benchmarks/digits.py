@@ -36,6 +36,13 @@ def fit(config: Path, *overrides: str) -> DFKDCLI:
     return DFKDCLI(args=["fit", "--config", str(config), *QUIET, *overrides])
 
 
+def duration(seconds: int) -> str:
+    """Lightning's ``max_time`` format, DD:HH:MM:SS."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours // 24:02d}:{hours % 24:02d}:{minutes:02d}:{secs:02d}"
+
+
 def test_accuracy(cli: DFKDCLI) -> float:
     return float(cli.trainer.callback_metrics["test/acc"])
 
@@ -48,9 +55,7 @@ def train_teacher() -> tuple[str, float]:
 
 def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
     cli = fit(
-        EXPERIMENTS / "kd_lenet5_lenet5_half.yaml",
-        "--model.init_args.teacher",
-        "lenet5_bn",
+        EXPERIMENTS / "kd_lenet5_bn_lenet5_half.yaml",
         "--model.init_args.teacher_checkpoint",
         teacher_ckpt,
         "--trainer.logger.init_args.save_dir",
@@ -70,7 +75,7 @@ def run_method(name: str, teacher_ckpt: str, seconds: int, out_dir: Path) -> dic
         "--model.init_args.teacher_checkpoint",
         teacher_ckpt,
         "--trainer.max_time",
-        f"00:00:00:{seconds}",
+        duration(seconds),
         "--trainer.max_epochs",
         "100000",
         "--trainer.logger.init_args.save_dir",

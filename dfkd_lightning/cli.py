@@ -41,7 +41,6 @@ class DFKDCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Targets a model does not take are skipped (teacher training has no mean/std).
         for name in ("num_classes", "input_shape", "mean", "std"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(

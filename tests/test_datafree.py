@@ -129,8 +129,17 @@ def _digits_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
                 "60",
             ],
         ),
-        ("dafl", ["--trainer.max_epochs", "3", "--data.init_args.steps_per_epoch", "100",
-              "--model.init_args.ngf", "16"]),
+        (
+            "dafl",
+            [
+                "--trainer.max_epochs",
+                "3",
+                "--data.init_args.steps_per_epoch",
+                "100",
+                "--model.init_args.ngf",
+                "16",
+            ],
+        ),
     ],
 )
 def test_short_digits_run_beats_chance(
@@ -298,5 +307,6 @@ def test_two_process_cpu_ddp_keeps_a_pool_per_rank(fake_teacher: Path, tmp_path:
     assert len(ranks) == 2
     pools = [rank["pool"] for rank in ranks]
     images = [pool["data"] for pool in pools]
-    assert images[0].shape == images[1].shape == (16, 1, 32, 32)
+    # The step pacer is split across ranks like a dataset: 2 steps, 1 round of 8 each.
+    assert images[0].shape == images[1].shape == (8, 1, 32, 32)
     assert not torch.equal(images[0], images[1])  # each rank synthesized its own images

@@ -71,11 +71,10 @@ class DataFreeDistillation(TeacherStudentModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape)
+        super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape, mean, std)
         self.automatic_optimization = False
         if kd_steps < 1 or g_steps < 0:
             raise ValueError(f"kd_steps must be >= 1 and g_steps >= 0, got {kd_steps}, {g_steps}")
-        self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size = batch_size
         self.synthesis_batch_size = synthesis_batch_size
         self.kd_steps, self.g_steps, self.warmup = kd_steps, g_steps, warmup
@@ -136,15 +135,17 @@ class DataFreeDistillation(TeacherStudentModule):
         """Check every term is finite and log it as ``prefix/name``."""
         values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
         if not torch.isfinite(values).all():  # one device sync for all terms
-            bad = [name for name, value in zip(terms, values, strict=True)
-                   if not torch.isfinite(value)]
+            bad = [
+                name for name, value in zip(terms, values, strict=True) if not torch.isfinite(value)
+            ]
             raise NonFiniteLossError(
                 f"{prefix} loss terms {bad} became NaN/inf at epoch {self.current_epoch}, "
                 f"step {self.global_step}. Lower the learning rates (student optimizer, lr_g), "
                 "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
             )
-        self.log_dict(dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)),
-                      **kwargs)
+        self.log_dict(
+            dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)), **kwargs
+        )
 
     # ----------------------------------------------------------------- the loop
     def configure_optimizers(self) -> Any:

@@ -29,6 +29,8 @@ class KnowledgeDistillation(TeacherStudentModule):
         teacher_checkpoint: str | None = None,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (3, 32, 32),
+        mean: tuple[float, ...] = (0.5,),
+        std: tuple[float, ...] = (0.5,),
         temperature: float = 4.0,
         kd_weight: float = 1.0,
         ce_weight: float = 0.0,
@@ -36,7 +38,7 @@ class KnowledgeDistillation(TeacherStudentModule):
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
-        super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape)
+        super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape, mean, std)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer = optimizer
         self.scheduler = scheduler

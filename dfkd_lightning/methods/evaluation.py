@@ -12,16 +12,25 @@ from torchmetrics.classification import MulticlassAccuracy
 class ClassifierEvaluation(LightningModule):
     """Logs ``val/acc``, ``val/loss``, ``test/acc`` and ``test/loss`` of :meth:`evaluated_net`.
 
-    Subclasses build their networks and say which one is being evaluated (the
+    ``num_classes``, ``input_shape`` and the normalisation ``mean``/``std`` come from the
+    DataModule (linked by the CLI). Subclasses build their networks and say which one is
+    being evaluated (the
     teacher for teacher training, the student for every distillation method).
     Results are those of the weights the module holds when ``validate``/``test``
     runs: the final epoch, never a best epoch picked on the test set.
     """
 
-    def __init__(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        mean: tuple[float, ...] = (0.5,),
+        std: tuple[float, ...] = (0.5,),
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 

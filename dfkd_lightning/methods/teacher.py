@@ -27,12 +27,14 @@ class TeacherTraining(ClassifierEvaluation):
         arch: str = "resnet34",
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (3, 32, 32),
+        mean: tuple[float, ...] = (0.5,),
+        std: tuple[float, ...] = (0.5,),
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, input_shape)
+        super().__init__(num_classes, input_shape, mean, std)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = build_classifier(arch, num_classes=num_classes, in_channels=input_shape[0])
         self.optimizer = optimizer

@@ -24,8 +24,10 @@ class TeacherStudentModule(ClassifierEvaluation):
         teacher_checkpoint: str | None,
         num_classes: int,
         input_shape: tuple[int, int, int],
+        mean: tuple[float, ...] = (0.5,),
+        std: tuple[float, ...] = (0.5,),
     ) -> None:
-        super().__init__(num_classes, input_shape)
+        super().__init__(num_classes, input_shape, mean, std)
         self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes, input_shape[0])
         self.student = build_classifier(
             student, num_classes=num_classes, in_channels=input_shape[0]
