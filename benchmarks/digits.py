@@ -43,14 +43,14 @@ def duration(seconds: int) -> str:
     return f"{hours // 24:02d}:{hours % 24:02d}:{minutes:02d}:{secs:02d}"
 
 
-def test_accuracy(cli: DFKDCLI) -> float:
+def final_test_accuracy(cli: DFKDCLI) -> float:
     return float(cli.trainer.callback_metrics["test/acc"])
 
 
 def train_teacher() -> tuple[str, float]:
     cli = fit(EXPERIMENTS / "teacher_lenet5_bn.yaml")
     checkpoint = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint))
-    return checkpoint.best_model_path, test_accuracy(cli)
+    return checkpoint.best_model_path, final_test_accuracy(cli)
 
 
 def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
@@ -65,7 +65,7 @@ def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
         "--trainer.callbacks",
         "[]",
     )
-    return test_accuracy(cli)
+    return final_test_accuracy(cli)
 
 
 def run_method(name: str, teacher_ckpt: str, seconds: int, out_dir: Path) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def run_method(name: str, teacher_ckpt: str, seconds: int, out_dir: Path) -> dic
     module = cli.model
     return {
         "method": name,
-        "test_acc": test_accuracy(cli),
+        "test_acc": final_test_accuracy(cli),
         "teacher_acc": float(cli.trainer.callback_metrics["test/teacher_acc"]),
         "images": module.images_synthesized,
         "images_per_s": module.images_synthesized / elapsed,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -64,3 +67,24 @@ def digits_bn_teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_trainer(tmp_path: Path):
     """``make_trainer(max_epochs, **trainer_kwargs)``: a silent CPU trainer in ``tmp_path``."""
     return lambda max_epochs, **kwargs: quick_trainer(tmp_path, max_epochs, **kwargs)
+
+
+def fit_with_cpu_ddp(args: list[str], cwd: Path, strategy: str) -> subprocess.CompletedProcess:
+    """``dfkd fit ARGS`` as 2 CPU processes (gloo) in ``cwd``; fails the test if it fails."""
+    command = [
+        sys.executable,
+        "-m",
+        "dfkd_lightning.cli",
+        "fit",
+        *args,
+        "--trainer.strategy",
+        strategy,
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS
+from conftest import CONFIGS, fit_with_cpu_ddp
 
 from dfkd_lightning.cli import DFKDCLI, main
 from dfkd_lightning.methods import KnowledgeDistillation, TeacherTraining
@@ -148,26 +146,7 @@ def test_kd_from_config_with_trained_teacher_and_resume(digits_teacher_ckpt: Pat
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "dfkd_lightning.cli",
-        "fit",
-        "--config",
-        str(TEACHER),
-        *SHORT,
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.devices",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = fit_with_cpu_ddp(["--config", str(TEACHER), *SHORT], tmp_path, "ddp")
     assert "distributed_backend=gloo" in done.stderr + done.stdout
     assert "All distributed processes registered. Starting with 2 processes" in (
         done.stderr + done.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, quick_trainer
+from conftest import CONFIGS, fit_with_cpu_ddp, quick_trainer
 from lightning.pytorch.callbacks import Callback
 
 from dfkd_lightning.cli import DFKDCLI
@@ -270,36 +270,22 @@ def test_bf16_mixed_precision(method: str, fake_teacher: Path) -> None:
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_keeps_a_pool_per_rank(fake_teacher: Path, tmp_path: Path) -> None:
-    import os
-    import subprocess
-
-    command = [
-        sys.executable,
-        "-m",
-        "dfkd_lightning.cli",
-        "fit",
-        "--config",
-        str(DIGITS / "cmi.yaml"),
-        *TINY,
-        *SMALL_BANK["cmi"],
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.logger",
-        "false",
-        "--model.init_args.teacher_checkpoint",
-        str(fake_teacher),
-        "--trainer.strategy",
+    fit_with_cpu_ddp(
+        [
+            "--config",
+            str(DIGITS / "cmi.yaml"),
+            *TINY,
+            *SMALL_BANK["cmi"],
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--model.init_args.teacher_checkpoint",
+            str(fake_teacher),
+        ],
+        tmp_path,
         "ddp_find_unused_parameters_true",
-        "--trainer.devices",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = torch.load(
         tmp_path / "runs/digits/cmi/checkpoints/final.ckpt", map_location="cpu", weights_only=True
     )
