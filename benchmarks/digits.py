@@ -53,9 +53,11 @@ def train_teacher() -> tuple[str, float]:
     return checkpoint.best_model_path, final_test_accuracy(cli)
 
 
-def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
-    cli = fit(
-        EXPERIMENTS / "kd_lenet5_bn_lenet5_half.yaml",
+def distill(config: str, teacher_ckpt: str, out_dir: Path, *overrides: str) -> DFKDCLI:
+    """Fit a distillation experiment from ``teacher_ckpt``, logging under ``out_dir``,
+    without writing checkpoints."""
+    return fit(
+        EXPERIMENTS / config,
         "--model.init_args.teacher_checkpoint",
         teacher_ckpt,
         "--trainer.logger.init_args.save_dir",
@@ -64,26 +66,24 @@ def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
         "false",
         "--trainer.callbacks",
         "[]",
+        *overrides,
     )
-    return final_test_accuracy(cli)
+
+
+def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
+    return final_test_accuracy(distill("kd_lenet5_bn_lenet5_half.yaml", teacher_ckpt, out_dir))
 
 
 def run_method(name: str, teacher_ckpt: str, seconds: int, out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    cli = fit(
-        EXPERIMENTS / f"{name}.yaml",
-        "--model.init_args.teacher_checkpoint",
+    cli = distill(
+        f"{name}.yaml",
         teacher_ckpt,
+        out_dir,
         "--trainer.max_time",
         duration(seconds),
         "--trainer.max_epochs",
         "100000",
-        "--trainer.logger.init_args.save_dir",
-        str(out_dir),
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.callbacks",
-        "[]",
     )
     elapsed = time.perf_counter() - start
     module = cli.model

@@ -233,8 +233,7 @@ class DataFreeDistillation(TeacherStudentModule):
             # Lightning seeds every rank alike; each rank must synthesize its own images.
             torch.manual_seed(torch.initial_seed() + self.global_rank)
         if self._pool_directory is not None and len(self.pool) == 0:
-            directory = rank_directory(self._pool_directory, self.global_rank)
-            self.pool = SyntheticPool(**self._pool_options, directory=directory)
+            self.pool = self._rank_pool()
 
     def _rank_state(self) -> dict[str, Any]:
         rng = {"cpu": torch.get_rng_state()}
@@ -269,14 +268,16 @@ class DataFreeDistillation(TeacherStudentModule):
         if not states:
             return
         state = states[self.global_rank % len(states)]
-        self.pool = SyntheticPool(**self._pool_options, directory=self._rank_pool_directory())
+        self.pool = self._rank_pool()
         self.pool.load_state_dict(state["pool"], device=self.device)
         self.images_synthesized = int(state["images_synthesized"])
         self.student_steps = int(state.get("student_steps", 0))
         self._pending_rng = state["rng"]
         self.load_extra_rank_state(state)
 
-    def _rank_pool_directory(self) -> Any:
-        if self._pool_directory is None:
-            return None
-        return rank_directory(self._pool_directory, self.global_rank)
+    def _rank_pool(self) -> SyntheticPool:
+        """An empty pool for this rank (on disk under ``pool_directory/rank_<r>`` if set)."""
+        directory = None
+        if self._pool_directory is not None:
+            directory = rank_directory(self._pool_directory, self.global_rank)
+        return SyntheticPool(**self._pool_options, directory=directory)
