@@ -18,7 +18,8 @@ DEFAULT_TRAINER: dict[str, Any] = {
 
 class DFKDCLI(LightningCLI):
     """LightningCLI whose DataModule hands ``num_classes``, ``input_shape`` and the
-    normalisation ``mean``/``std`` to the model (to those models that take them).
+    normalisation ``mean``/``std`` (image data) or ``in_features`` (tabular data) to the
+    model (to those models that take them).
 
     Models and data are chosen by ``class_path`` (subclass mode), optimizers are
     ``OptimizerCallable`` arguments of the model, and ``fit`` ends by testing the
@@ -41,7 +42,7 @@ class DFKDCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_classes", "input_shape", "mean", "std"):
+        for name in ("num_classes", "input_shape", "mean", "std", "in_features"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",

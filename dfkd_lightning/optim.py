@@ -19,9 +19,14 @@ def build_optimization(
     optimizer: OptimizerCallable | None,
     scheduler: LRSchedulerCallable | None,
     interval: Literal["epoch", "step"] = "epoch",
+    monitor: str | None = None,
 ) -> dict[str, Any]:
-    """Instantiate ``optimizer`` (SGD default) and the optional ``scheduler`` on it."""
+    """Instantiate ``optimizer`` (SGD default) and the optional ``scheduler`` on it;
+    ``monitor`` names the metric a ``ReduceLROnPlateau`` scheduler watches."""
     opt = (optimizer or sgd_default)(params)
     if scheduler is None:
         return {"optimizer": opt}
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "interval": interval}}
+    config: dict[str, Any] = {"scheduler": scheduler(opt), "interval": interval}
+    if monitor is not None:
+        config["monitor"] = monitor
+    return {"optimizer": opt, "lr_scheduler": config}

@@ -1,7 +1,9 @@
-"""Image-classification data: dataset specs, sources and the ``ClassificationDataModule``."""
+"""Data: image-classification specs, sources and ``ClassificationDataModule``; tabular
+``RegressionDataModule``."""
 
 from dfkd_lightning.data.classification import ClassificationDataModule
 from dfkd_lightning.data.pacing import StepPacer, step_loader
+from dfkd_lightning.data.regression import RegressionDataModule
 from dfkd_lightning.data.sources import DatasetNotFoundError
 from dfkd_lightning.data.specs import (
     DATASETS,
@@ -18,6 +20,7 @@ __all__ = [
     "ClassificationDataModule",
     "DatasetNotFoundError",
     "DatasetSpec",
+    "RegressionDataModule",
     "StepPacer",
     "TinyImageNet",
     "available_datasets",

@@ -2,7 +2,7 @@
 
 from dfkd_lightning.methods.cmi import CMI
 from dfkd_lightning.methods.dafl import DAFL
-from dfkd_lightning.methods.datafree import DataFreeDistillation, NonFiniteLossError
+from dfkd_lightning.methods.datafree import DataFreeDistillation
 from dfkd_lightning.methods.deepinversion import DeepInversion
 from dfkd_lightning.methods.dfad import DFAD
 from dfkd_lightning.methods.dfq import DFQ
@@ -11,6 +11,10 @@ from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
 from dfkd_lightning.methods.generative import GenerativeDistillation
 from dfkd_lightning.methods.inversion import ModelInversion
+from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
+from dfkd_lightning.methods.regression_datafree import DataFreeRegression
+from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
+from dfkd_lightning.methods.regression_teacher import RegressionTeacherTraining
 from dfkd_lightning.methods.teacher import TeacherTraining
 from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.methods.zskt import ZSKT
@@ -35,12 +39,16 @@ __all__ = [
     "ZSKT",
     "ClassifierEvaluation",
     "DataFreeDistillation",
+    "DataFreeRegression",
     "DeepInversion",
     "FastDFKD",
     "GenerativeDistillation",
     "KnowledgeDistillation",
+    "ManualSteps",
     "ModelInversion",
     "NonFiniteLossError",
+    "RegressionTeacherTraining",
+    "RegressorEvaluation",
     "TeacherStudentModule",
     "TeacherTraining",
 ]

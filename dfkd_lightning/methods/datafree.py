@@ -13,17 +13,14 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from dfkd_lightning.data.specs import normalize
 from dfkd_lightning.losses import kd_loss
+from dfkd_lightning.methods.manual_steps import ManualSteps
 from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.optim import build_optimization
 from dfkd_lightning.synthesis.augment import BatchAugment
 from dfkd_lightning.synthesis.pool import SyntheticPool, rank_directory
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
-
-
-class DataFreeDistillation(TeacherStudentModule):
+class DataFreeDistillation(ManualSteps, TeacherStudentModule):
     """Base of every data-free method (manual optimisation, ``automatic_optimization=False``).
 
     The loop the field uses (Fast-Datafree ``datafree_kd.py``, CMI): the DataModule's
@@ -125,28 +122,6 @@ class DataFreeDistillation(TeacherStudentModule):
         optimizers = self.optimizers()
         return list(optimizers[1:]) if isinstance(optimizers, list) else []
 
-    def optimizer_step(self, optimizer: LightningOptimizer, loss: torch.Tensor) -> None:
-        """zero_grad, backward (precision-aware) and step of one optimizer."""
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-
-    def log_terms(self, prefix: str, terms: dict[str, torch.Tensor], **kwargs: Any) -> None:
-        """Check every term is finite and log it as ``prefix/name``."""
-        values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
-        if not torch.isfinite(values).all():  # one device sync for all terms
-            bad = [
-                name for name, value in zip(terms, values, strict=True) if not torch.isfinite(value)
-            ]
-            raise NonFiniteLossError(
-                f"{prefix} loss terms {bad} became NaN/inf at epoch {self.current_epoch}, "
-                f"step {self.global_step}. Lower the learning rates (student optimizer, lr_g), "
-                "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
-            )
-        self.log_dict(
-            dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)), **kwargs
-        )
-
     # ----------------------------------------------------------------- the loop
     def configure_optimizers(self) -> Any:
         student = build_optimization(self.student.parameters(), self.optimizer, self.scheduler)
@@ -225,9 +200,7 @@ class DataFreeDistillation(TeacherStudentModule):
 
     def on_train_start(self) -> None:
         if self._pending_rng is not None:
-            torch.set_rng_state(self._pending_rng["cpu"])
-            if "cuda" in self._pending_rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(self._pending_rng["cuda"], self.device)
+            self.restore_rng_state(self._pending_rng)
             self._pending_rng = None
         elif self.trainer.world_size > 1:
             # Lightning seeds every rank alike; each rank must synthesize its own images.
@@ -236,12 +209,9 @@ class DataFreeDistillation(TeacherStudentModule):
             self.pool = self._rank_pool()
 
     def _rank_state(self) -> dict[str, Any]:
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "pool": self.pool.state_dict(),
-            "rng": rng,
+            "rng": self.rng_state(),
             "images_synthesized": self.images_synthesized,
             "student_steps": self.student_steps,
             **self.extra_rank_state(),
