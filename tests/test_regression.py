@@ -188,7 +188,6 @@ def test_bad_options_and_missing_teacher_fail_clearly(friedman_teacher: Path) ->
         DataFreeRegression(7, str(friedman_teacher), [64])
 
 
-@pytest.mark.slow
 def test_direct_optimisation_student_clearly_beats_a_constant_predictor(
     friedman_teacher: Path, tmp_path: Path
 ) -> None:
@@ -249,3 +248,32 @@ def test_config_runs_through_dfkd_fit_and_resumes_exactly(
     resumed = run(6, ckpt=ckpt)
     weights = straight.model.student.parameters(), resumed.model.student.parameters()
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_teacher_config_trains_with_plateau_schedule_and_keeps_best_checkpoint(
+    tmp_path: Path,
+) -> None:
+    callbacks = (
+        '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
+        f'{{"dirpath": "{tmp_path}", "filename": "best", "monitor": "val/loss"}}}}]'
+    )
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(REGRESSION / "teacher_diabetes.yaml"),
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks",
+            callbacks,
+        ]
+    )
+    config = cli.trainer.lr_scheduler_configs[0]
+    assert isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert config.monitor == "val/loss"
+    assert (tmp_path / "best.ckpt").is_file()
+    assert 0 < float(cli.trainer.callback_metrics["test/rmse"]) < 1.5
+    student = DataFreeRegression(10, str(tmp_path / "best.ckpt"), teacher_hidden=[500])
+    assert not any(p.requires_grad for p in student.teacher.parameters())

@@ -110,6 +110,8 @@ class DataFreeRegression(ManualSteps, RegressorEvaluation):
             raise ValueError("kd_steps and batch_size must be >= 1, g_steps/direct_steps >= 0")
         if box[0] >= box[1]:
             raise ValueError(f"box must be (low, high) with low < high, got {box}")
+        if input_penalty not in ("sample", "batch"):
+            raise ValueError(f"input_penalty must be 'sample' or 'batch', got {input_penalty!r}")
         self.teacher = load_frozen_regressor(
             teacher_checkpoint, in_features, teacher_hidden, activation
         )
