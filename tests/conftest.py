@@ -16,6 +16,19 @@ from dfkd_lightning.methods import TeacherTraining
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
+#: CLI overrides for a silent run that writes nothing (no logger, callbacks or checkpoints).
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks",
+    "[]",
+    "--trainer.enable_checkpointing",
+    "false",
+]
 
 
 def quick_trainer(root: Path, max_epochs: int, **kwargs) -> L.Trainer:

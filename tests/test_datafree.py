@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, fit_with_cpu_ddp, quick_trainer
+from conftest import CONFIGS, QUIET, fit_with_cpu_ddp, quick_trainer
 from lightning.pytorch.callbacks import Callback
 
 from dfkd_lightning.cli import DFKDCLI
@@ -17,18 +17,6 @@ from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation, NonF
 from dfkd_lightning.nets import build_classifier
 
 DIGITS = CONFIGS / "experiments/digits"
-QUIET = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-    "--trainer.callbacks",
-    "[]",
-    "--trainer.enable_checkpointing",
-    "false",
-]
 #: Tiny loop sizes for smoke runs (a few steps).
 TINY = [
     "--trainer.max_epochs",

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, quick_trainer
+from conftest import CONFIGS, QUIET, quick_trainer
 
 from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import DatasetNotFoundError, RegressionDataModule, tables
@@ -219,12 +219,7 @@ def test_config_runs_through_dfkd_fit_and_resumes_exactly(
         str(friedman_teacher),
         "--model.init_args.teacher_hidden",
         "[64]",
-        "--trainer.logger",
-        "false",
-        "--trainer.callbacks",
-        "[]",
-        "--trainer.enable_checkpointing",
-        "false",
+        *QUIET,
         "--trainer.check_val_every_n_epoch",
         "1",
         "--model.init_args.alpha",

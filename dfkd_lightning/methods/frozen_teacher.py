@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from torch import nn
 
 from dfkd_lightning.nets import build_classifier, load_classifier_weights
 
+Net = TypeVar("Net", bound=nn.Module)
+
+
+def freeze_pretrained(net: Net, checkpoint: str | Path | None, hint: str) -> Net:
+    """Load ``checkpoint`` (weights only) into ``net``, freeze it and set eval mode.
+
+    ``hint`` ends the error raised when no checkpoint is given: what to pass or train.
+    """
+    if checkpoint is None:
+        raise ValueError(
+            f"a distillation run needs a trained teacher but teacher_checkpoint is not set; {hint}"
+        )
+    load_classifier_weights(net, checkpoint)
+    net.requires_grad_(False)
+    return net.eval()
+
 
 def load_frozen_teacher(
     arch: str, checkpoint: str | Path | None, num_classes: int, in_channels: int
 ) -> nn.Module:
-    """Build ``arch``, load ``checkpoint`` (weights only), freeze it and set eval mode."""
-    if checkpoint is None:
-        raise ValueError(
-            f"a distillation run needs a trained teacher but teacher_checkpoint is not set; "
-            f"set model.init_args.teacher_checkpoint to a {arch} checkpoint (ours, a "
-            "Fast-Datafree/CMI file or a raw state dict), or train one first, e.g. "
-            "`dfkd fit --config configs/experiments/digits/teacher_lenet5.yaml`"
-        )
-    teacher = build_classifier(arch, num_classes=num_classes, in_channels=in_channels)
-    load_classifier_weights(teacher, checkpoint)
-    teacher.requires_grad_(False)
-    return teacher.eval()
+    """Build ``arch`` and load it frozen from ``checkpoint``."""
+    return freeze_pretrained(
+        build_classifier(arch, num_classes=num_classes, in_channels=in_channels),
+        checkpoint,
+        f"set model.init_args.teacher_checkpoint to a {arch} checkpoint (ours, a "
+        "Fast-Datafree/CMI file or a raw state dict), or train one first, e.g. "
+        "`dfkd fit --config configs/experiments/digits/teacher_lenet5.yaml`",
+    )

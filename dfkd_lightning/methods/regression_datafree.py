@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from dfkd_lightning.methods.frozen_teacher import freeze_pretrained
 from dfkd_lightning.methods.manual_steps import ManualSteps
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation, regression_metrics
 from dfkd_lightning.methods.regression_teacher import rmsprop_default
-from dfkd_lightning.nets import load_classifier_weights
 from dfkd_lightning.nets.mlp import MLPRegressor
 from dfkd_lightning.synthesis import regression as losses
 
@@ -25,17 +25,13 @@ def load_frozen_regressor(
     checkpoint: str | Path | None, in_features: int, hidden: Sequence[int], activation: str
 ) -> MLPRegressor:
     """An :class:`MLPRegressor` with the weights of ``checkpoint``, frozen, in eval mode."""
-    if checkpoint is None:
-        raise ValueError(
-            "a distillation run needs a trained teacher but teacher_checkpoint is not set; "
-            "train one first, e.g. `dfkd fit --config "
-            "configs/experiments/regression/teacher_diabetes.yaml`, and set "
-            "model.init_args.teacher_checkpoint to its checkpoint"
-        )
-    teacher = MLPRegressor(in_features, 1, hidden, activation)
-    load_classifier_weights(teacher, checkpoint)
-    teacher.requires_grad_(False)
-    return teacher.eval()
+    return freeze_pretrained(
+        MLPRegressor(in_features, 1, hidden, activation),
+        checkpoint,
+        "train one first, e.g. `dfkd fit --config "
+        "configs/experiments/regression/teacher_diabetes.yaml`, and set "
+        "model.init_args.teacher_checkpoint to its checkpoint",
+    )
 
 
 class DataFreeRegression(ManualSteps, RegressorEvaluation):

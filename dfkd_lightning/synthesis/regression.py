@@ -61,11 +61,12 @@ def latin_hypercube(
     high: torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``n`` Latin-hypercube samples in the box ``[low, high]`` (one per stratum and axis).
+    """``n`` Latin-hypercube samples in the box ``[low, high]`` (one per stratum and axis),
+    on the CPU like ``low`` and ``high``.
 
     Drawn with torch's RNG (not scipy's) so that a resumed run draws the same samples.
     """
     dims = low.numel()
     strata = torch.argsort(torch.rand(dims, n, generator=generator), dim=1).T.float()
     unit = (strata + torch.rand(n, dims, generator=generator)) / n
-    return low.cpu() + unit * (high.cpu() - low.cpu())
+    return low + unit * (high - low)
