@@ -2,6 +2,7 @@
 
     python benchmarks/digits.py --seconds 300 --threads 2 --out digits.json
     python benchmarks/digits.py --methods cmi dafl --seconds 60
+    python benchmarks/digits.py --accelerator gpu --precision 16-mixed --seconds 30
 
 Run from the repository root. Trains the LeNet-5 (BN) teacher first when its
 checkpoint is missing, measures the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +72,20 @@ def distill(config: str, teacher_ckpt: str, out_dir: Path, *overrides: str) -> D
     )
 
 
-def kd_with_data(teacher_ckpt: str, out_dir: Path) -> float:
-    return final_test_accuracy(distill("kd_lenet5_bn_lenet5_half.yaml", teacher_ckpt, out_dir))
+def kd_with_data(teacher_ckpt: str, out_dir: Path, *overrides: str) -> float:
+    cli = distill("kd_lenet5_bn_lenet5_half.yaml", teacher_ckpt, out_dir, *overrides)
+    return final_test_accuracy(cli)
 
 
-def run_method(name: str, teacher_ckpt: str, seconds: int, out_dir: Path) -> dict[str, Any]:
+def run_method(
+    name: str, teacher_ckpt: str, seconds: int, out_dir: Path, *overrides: str
+) -> dict[str, Any]:
     start = time.perf_counter()
     cli = distill(
         f"{name}.yaml",
         teacher_ckpt,
         out_dir,
+        *overrides,
         "--trainer.max_time",
         duration(seconds),
         "--trainer.max_epochs",
@@ -112,6 +118,10 @@ def main() -> None:
         help=f"a trained lenet5_bn digits teacher (default: {DEFAULT_TEACHER}, "
         "trained first when missing)",
     )
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu")
+    parser.add_argument(
+        "--precision", default="32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed"
+    )
     parser.add_argument("--work-dir", default="runs/benchmark_digits")
     parser.add_argument("--out", help="write the rows as JSON records to this file")
     args = parser.parse_args()
@@ -121,12 +131,18 @@ def main() -> None:
     teacher_ckpt = args.teacher_checkpoint or DEFAULT_TEACHER
     if not Path(teacher_ckpt).is_file():
         teacher_ckpt, _ = train_teacher()
-    kd_acc = kd_with_data(teacher_ckpt, out_dir)
+    device = ["--trainer.accelerator", args.accelerator, "--trainer.precision", args.precision]
+    kd_acc = kd_with_data(teacher_ckpt, out_dir, *device)
 
-    rows = []
+    rows, failed = [], []
     for name in args.methods:
-        row = run_method(name, teacher_ckpt, args.seconds, out_dir)
-        row["kd_with_data_acc"] = kd_acc
+        try:
+            row = run_method(name, teacher_ckpt, args.seconds, out_dir, *device)
+        except Exception:  # one broken method must not cost the rest of a long benchmark
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        row.update(kd_with_data_acc=kd_acc, accelerator=args.accelerator, precision=args.precision)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -136,7 +152,7 @@ def main() -> None:
     )
     print(
         f"\nDigits, LeNet-5 (BN) -> LeNet-5-half, {args.seconds} s budget, "
-        f"{args.threads} threads\n{header}"
+        f"{args.threads} threads, {args.accelerator}, precision {args.precision}\n{header}"
     )
     for r in rows:
         print(
@@ -146,6 +162,8 @@ def main() -> None:
         )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    if failed:
+        raise SystemExit(f"failed (tracebacks above): {', '.join(failed)}")
 
 
 if __name__ == "__main__":

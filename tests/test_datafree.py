@@ -166,6 +166,62 @@ def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
     return DATA_FREE_METHODS["deepinversion"](**options), data
 
 
+def _synthesizer_output_size(model: DataFreeDistillation) -> int:
+    """Side length of what the synthesizer itself produces, before upsampling."""
+    if hasattr(model, "pixels"):
+        return model.pixels.shape[-1]
+    generator = getattr(model, "fast_generator", None) or model.generator
+    with torch.no_grad():
+        return generator.eval()(torch.randn(2, generator.nz)).shape[-1]
+
+
+@pytest.mark.parametrize("method", ["dfad", "deepinversion", "cmi", "fastdfkd"])
+def test_synthesis_at_a_smaller_size_is_upsampled_to_the_input(
+    method: str, fake_teacher: Path
+) -> None:
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(DIGITS / f"{method}.yaml"),
+            *QUIET,
+            *TINY,
+            *SMALL_BANK.get(method, []),
+            "--data.init_args.dataset",
+            "fake",
+            "--data.init_args.channels",
+            "1",
+            "--model.init_args.synthesis_size",
+            "8",
+            "--model.init_args.teacher_checkpoint",
+            str(fake_teacher),
+            "--test_after_fit",
+            "false",
+        ]
+    )
+    model = cli.model
+    assert model.synthesis_shape == (1, 8, 8)
+    assert _synthesizer_output_size(model) == 8
+    assert model.student_steps == 4
+    if model.uses_pool:
+        assert model.pool.images().shape[1:] == (1, 32, 32)
+    else:
+        assert model.student_inputs().shape[1:] == (1, 32, 32)
+
+
+def test_upsampling_matches_the_datamodule_resize(fake_teacher: Path) -> None:
+    """Synthesized 8x8 images reach the teacher the way the digits images do (bilinear)."""
+    from torchvision.transforms import v2
+
+    model, _ = _deepinversion(fake_teacher, synthesis_size=8)
+    small = torch.rand(3, 1, 8, 8)
+    expected = v2.functional.resize(small, [32, 32], antialias=True)
+    torch.testing.assert_close(model.to_input_size(small), expected)
+    assert model.to_input_size(expected) is expected
+    with pytest.raises(ValueError, match="synthesis_size"):
+        _deepinversion(fake_teacher, synthesis_size=0)
+
+
 def test_sample_callbacks_filter_what_reaches_the_pool(fake_teacher: Path, tmp_path: Path) -> None:
     model, data = _deepinversion(fake_teacher)
     quick_trainer(tmp_path, 1, callbacks=[KeepEveryOther()], limit_val_batches=0).fit(

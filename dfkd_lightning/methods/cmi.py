@@ -51,7 +51,7 @@ class CMI(ModelInversion):
         self.cr_temperature, self.cr_mode = cr_temperature, cr_mode
         self.bank_size, self.n_neg = bank_size, n_neg
         self.lr_g, self.g_betas = lr_g, tuple(g_betas)
-        channels, size, _ = self.input_shape
+        channels, size, _ = self.synthesis_shape
         self.generator = Generator(nz=nz, ngf=ngf, img_size=size, nc=channels)
         self.z = nn.Parameter(torch.randn(self.synthesis_batch_size, nz))
         self.local_augmenter = BatchAugment(
@@ -96,7 +96,7 @@ class CMI(ModelInversion):
             self.memory_bank.data = self.memory_bank.data.to(self.device)
 
     def render(self) -> torch.Tensor:
-        return self.generator(self.z)
+        return self.to_input_size(self.generator(self.z))
 
     def synthesis_terms(
         self, images: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy
@@ -28,7 +29,10 @@ class DataFreeDistillation(ManualSteps, TeacherStudentModule):
     the papers' ``ep_steps``). At every ``kd_steps``-th step a synthesis round runs
     (``g_steps`` optimizer steps of the synthesizer, see :meth:`synthesize`); its
     images pass through the callbacks' ``on_samples_synthesized`` and go into the
-    pool. Every step after ``warmup`` epochs is one student step on a batch from
+    pool. ``synthesis_size`` sets the side length the synthesizer works at (default: the
+    input size); smaller images are upsampled bilinearly to the input size, the way a
+    dataset of small images is resized for its network (digits: 8x8 -> 32x32).
+    Every step after ``warmup`` epochs is one student step on a batch from
     :meth:`student_inputs` (a pool batch, or fresh generator samples for the
     generator methods) with the loss of :meth:`student_loss` (Hinton KD at
     ``temperature`` by default).
@@ -61,6 +65,7 @@ class DataFreeDistillation(ManualSteps, TeacherStudentModule):
         g_steps: int = 200,
         warmup: int = 0,
         temperature: float = 1.0,
+        synthesis_size: int | None = None,
         student_augment: bool = True,
         pool_capacity: int | None = None,
         pool_storage: Literal["uint8", "float16", "float32"] = "uint8",
@@ -76,6 +81,9 @@ class DataFreeDistillation(ManualSteps, TeacherStudentModule):
         self.synthesis_batch_size = synthesis_batch_size
         self.kd_steps, self.g_steps, self.warmup = kd_steps, g_steps, warmup
         self.temperature = temperature
+        if synthesis_size is not None and synthesis_size < 1:
+            raise ValueError(f"synthesis_size must be >= 1 or null, got {synthesis_size}")
+        self.synthesis_size: int = synthesis_size or input_shape[-1]
         self.optimizer, self.scheduler = optimizer, scheduler
         self.student_augmenter = BatchAugment(crop_padding=input_shape[-1] // 8, flip=True)
         self.student_augment = student_augment
@@ -113,6 +121,18 @@ class DataFreeDistillation(ManualSteps, TeacherStudentModule):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> network inputs with the dataset's mean/std."""
         return normalize(images, self.mean, self.std)
+
+    @property
+    def synthesis_shape(self) -> tuple[int, int, int]:
+        """``(channels, synthesis_size, synthesis_size)``: what the synthesizer produces."""
+        return (self.input_shape[0], self.synthesis_size, self.synthesis_size)
+
+    def to_input_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Synthesized images at ``synthesis_size`` -> the network's input size (bilinear)."""
+        size = self.input_shape[-2:]
+        if tuple(images.shape[-2:]) == tuple(size):
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
     def random_targets(self, n: int) -> torch.Tensor:
         """Uniformly drawn class labels for a synthesis batch (sorted, as CMI does)."""

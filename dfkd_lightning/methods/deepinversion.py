@@ -25,7 +25,9 @@ class DeepInversion(ModelInversion):
     ``1 - JS(student, teacher)`` at ``competition_temperature`` (3 in NVlabs' code).
 
     The pixels live in normalised input space, initialised from N(0, 1) (the priors are
-    taken there, as in NVlabs' code); the pool stores them mapped back to [0, 1]. As in the
+    taken there, as in NVlabs' code); the pool stores them mapped back to [0, 1]. With a
+    ``synthesis_size`` below the input size the pixels (and the TV/L2 priors) are at that
+    size and the teacher sees them upsampled. As in the
     paper the teacher sees them after a random roll by up to ``jitter`` pixels and a
     random flip; ``jitter: 0`` uses the crop + flip of the base class instead.
     ``clip_pixels`` projects the pixels back into the valid image range after every step.
@@ -57,7 +59,7 @@ class DeepInversion(ModelInversion):
         self.competition_temperature = competition_temperature
         self.clip_pixels = clip_pixels
         self.js_variant = js_variant
-        self.pixels = nn.Parameter(torch.randn(self.synthesis_batch_size, *self.input_shape))
+        self.pixels = nn.Parameter(torch.randn(self.synthesis_batch_size, *self.synthesis_shape))
 
     def configure_synthesis_optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam([self.pixels], lr=self.lr_g, betas=self.g_betas)]
@@ -72,10 +74,14 @@ class DeepInversion(ModelInversion):
         """Keep the pixels inside the valid image range (Fast-Datafree, NVlabs ImageNet)."""
         if self.clip_pixels:
             with torch.no_grad():
-                self.pixels.copy_(self.normalize(self.render().clamp(0, 1)))
+                self.pixels.copy_(self.normalize(self._pixel_images().clamp(0, 1)))
+
+    def _pixel_images(self) -> torch.Tensor:
+        """The pixels as images in [0, 1] at ``synthesis_size``."""
+        return denormalize(self.pixels, self.mean, self.std)
 
     def render(self) -> torch.Tensor:
-        return denormalize(self.pixels, self.mean, self.std)
+        return self.to_input_size(self._pixel_images())
 
     def adversarial_term(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
@@ -89,7 +95,7 @@ class DeepInversion(ModelInversion):
         self, images: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]
     ) -> dict[str, torch.Tensor]:
         if self.jitter > 0:
-            view = random_jitter(self.pixels, self.jitter, flip=True)
+            view = random_jitter(self.normalize(images), self.jitter, flip=True)
         else:
             view = self.normalize(self.synthesis_augmenter(images))
         terms = self.inversion_terms(view, targets, weights)

@@ -50,7 +50,7 @@ class FastDFKD(ModelInversion):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        channels, size, _ = self.input_shape
+        channels, size, _ = self.synthesis_shape
         self.generator = Generator(nz=nz, ngf=ngf, img_size=size, nc=channels)
         self.fast_generator = self.generator.clone()
         self.z = nn.Parameter(torch.randn(self.synthesis_batch_size, nz))
@@ -85,7 +85,7 @@ class FastDFKD(ModelInversion):
         meta.optimizer.zero_grad(set_to_none=True)
 
     def render(self) -> torch.Tensor:
-        return self.fast_generator(self.z)
+        return self.to_input_size(self.fast_generator(self.z))
 
     def after_synthesis_step(self, step: int) -> None:
         if self.meta_update == "maml" and all(

@@ -44,7 +44,7 @@ class GenerativeDistillation(DataFreeDistillation):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        channels, size, _ = self.input_shape
+        channels, size, _ = self.synthesis_shape
         self.generator = Generator(
             nz=nz, ngf=ngf, img_size=size, nc=channels, output=generator_output
         )
@@ -71,7 +71,7 @@ class GenerativeDistillation(DataFreeDistillation):
         if z is None:
             z = torch.randn(n, self.nz, device=self.device)
             self._last_z = z
-        images = self.generator(z)
+        images = self.to_input_size(self.generator(z))
         return self.normalize(images) if self.generator_output == "sigmoid" else images
 
     def synthesize(self) -> None:
