@@ -55,9 +55,9 @@ def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method", sorted(DATA_FREE_METHODS))
-def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher: Path) -> None:
-    cli = DFKDCLI(
+def _tiny_fake_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
+    """A few steps of ``method``'s digits YAML on fake 32x32 images, without testing."""
+    return DFKDCLI(
         args=[
             "fit",
             "--config",
@@ -70,11 +70,17 @@ def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher:
             "--data.init_args.channels",
             "1",
             "--model.init_args.teacher_checkpoint",
-            str(fake_teacher),
+            str(teacher),
             "--test_after_fit",
             "false",
+            *overrides,
         ]
     )
+
+
+@pytest.mark.parametrize("method", sorted(DATA_FREE_METHODS))
+def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher: Path) -> None:
+    cli = _tiny_fake_run(method, fake_teacher)
     model = cli.model
     assert isinstance(model, DATA_FREE_METHODS[method])
     assert model.student_steps == 4
@@ -179,26 +185,7 @@ def _synthesizer_output_size(model: DataFreeDistillation) -> int:
 def test_synthesis_at_a_smaller_size_is_upsampled_to_the_input(
     method: str, fake_teacher: Path
 ) -> None:
-    cli = DFKDCLI(
-        args=[
-            "fit",
-            "--config",
-            str(DIGITS / f"{method}.yaml"),
-            *QUIET,
-            *TINY,
-            *SMALL_BANK.get(method, []),
-            "--data.init_args.dataset",
-            "fake",
-            "--data.init_args.channels",
-            "1",
-            "--model.init_args.synthesis_size",
-            "8",
-            "--model.init_args.teacher_checkpoint",
-            str(fake_teacher),
-            "--test_after_fit",
-            "false",
-        ]
-    )
+    cli = _tiny_fake_run(method, fake_teacher, "--model.init_args.synthesis_size", "8")
     model = cli.model
     assert model.synthesis_shape == (1, 8, 8)
     assert _synthesizer_output_size(model) == 8
