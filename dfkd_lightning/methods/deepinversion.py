@@ -95,7 +95,8 @@ class DeepInversion(ModelInversion):
         self, images: torch.Tensor, targets: torch.Tensor, weights: dict[str, float]
     ) -> dict[str, torch.Tensor]:
         if self.jitter > 0:
-            view = random_jitter(self.normalize(images), self.jitter, flip=True)
+            # normalize(render()) without the round trip: resizing commutes with the affine map
+            view = random_jitter(self.to_input_size(self.pixels), self.jitter, flip=True)
         else:
             view = self.normalize(self.synthesis_augmenter(images))
         terms = self.inversion_terms(view, targets, weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
+import torch
 from torch import nn
 
 from dfkd_lightning.nets import build_classifier, load_classifier_weights
@@ -37,3 +38,23 @@ def load_frozen_teacher(
         "Fast-Datafree/CMI file or a raw state dict), or train one first, e.g. "
         "`dfkd fit --config configs/experiments/digits/teacher_lenet5.yaml`",
     )
+
+
+class StudentWithFrozenTeacher:
+    """Mixin for a LightningModule holding ``teacher`` and ``student``: the student is what
+    is evaluated and what ``forward`` runs; ``train()`` never takes the teacher out of eval
+    mode (its BatchNorm statistics and dropout stay fixed)."""
+
+    teacher: nn.Module
+    student: nn.Module
+
+    def evaluated_net(self) -> nn.Module:
+        return self.student
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def train(self, mode: bool = True) -> StudentWithFrozenTeacher:
+        super().train(mode)  # type: ignore[misc]
+        self.teacher.eval()
+        return self

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from dfkd_lightning.methods.frozen_teacher import freeze_pretrained
+from dfkd_lightning.methods.frozen_teacher import StudentWithFrozenTeacher, freeze_pretrained
 from dfkd_lightning.methods.manual_steps import ManualSteps
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation, regression_metrics
 from dfkd_lightning.methods.regression_teacher import rmsprop_default
@@ -34,7 +34,7 @@ def load_frozen_regressor(
     )
 
 
-class DataFreeRegression(ManualSteps, RegressorEvaluation):
+class DataFreeRegression(StudentWithFrozenTeacher, ManualSteps, RegressorEvaluation):
     """A student regressor trained on inputs where it disagrees with the teacher by a large
     but bounded amount (Zhou & Chiam, 2023).
 
@@ -130,18 +130,6 @@ class DataFreeRegression(ManualSteps, RegressorEvaluation):
         self._pending_rng: dict[str, torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- evaluation
-    def evaluated_net(self) -> nn.Module:
-        return self.student
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
-
-    def train(self, mode: bool = True) -> DataFreeRegression:
-        """Switch the student's (and generator's) mode; the teacher stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         super()._evaluate(batch, stage)
         inputs, targets = batch

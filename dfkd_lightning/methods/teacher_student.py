@@ -7,11 +7,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
-from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
+from dfkd_lightning.methods.frozen_teacher import StudentWithFrozenTeacher, load_frozen_teacher
 from dfkd_lightning.nets import build_classifier
 
 
-class TeacherStudentModule(ClassifierEvaluation):
+class TeacherStudentModule(StudentWithFrozenTeacher, ClassifierEvaluation):
     """Builds ``teacher`` (loaded from ``teacher_checkpoint``, frozen, always in eval mode)
     and ``student``; evaluates the student and logs the teacher's accuracy once per stage
     (``val/teacher_acc`` on the first validation, ``test/teacher_acc`` on every test).
@@ -36,18 +36,6 @@ class TeacherStudentModule(ClassifierEvaluation):
             {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("val", "test")}
         )
         self._teacher_val_logged = False
-
-    def evaluated_net(self) -> nn.Module:
-        return self.student
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
-
-    def train(self, mode: bool = True) -> TeacherStudentModule:
-        """Switch the student's mode; the teacher always stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def _evaluate(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, metric: MulticlassAccuracy
