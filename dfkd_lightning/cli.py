@@ -8,6 +8,8 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dfkd_lightning.legacy import legacy_config_message
+
 DEFAULT_TRAINER: dict[str, Any] = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -57,13 +59,22 @@ class DFKDCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: ``dfkd demo`` or any LightningCLI subcommand."""
+    """Console entry point: ``dfkd demo``, ``dfkd list`` or any LightningCLI subcommand."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "demo":
         from dfkd_lightning.demo import main as demo_main
 
         demo_main(args[1:])
         return
+    if args and args[0] == "list":
+        from dfkd_lightning.catalog import main as list_main
+
+        list_main(args[1:])
+        return
+    message = legacy_config_message(args)
+    if message is not None:
+        print(message, file=sys.stderr)
+        raise SystemExit(2)
     DFKDCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 
 

@@ -45,7 +45,10 @@ def test_fit_from_config_links_data_into_model_and_tests_final_weights() -> None
     cli = DFKDCLI(args=["fit", "--config", str(TEACHER), *SHORT])
     assert isinstance(cli.model, TeacherTraining)
     assert cli.model.num_classes == 10 and cli.model.input_shape == (1, 32, 32)
-    assert isinstance(cli.model.optimizer, object) and cli.trainer.max_epochs == 1
+    assert cli.trainer.max_epochs == 1
+    [optimizer] = cli.trainer.optimizers  # the YAML's Adam 2e-3, built by configure_optimizers
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["lr"] == pytest.approx(2e-3)
     assert "test/acc" in cli.trainer.callback_metrics
     assert Path("runs/digits/teacher_lenet5/checkpoints/final.ckpt").is_file()
     rows = _metrics(Path("runs/digits/teacher_lenet5"))

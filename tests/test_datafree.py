@@ -9,12 +9,14 @@ import lightning as L
 import pytest
 import torch
 from conftest import CONFIGS, QUIET, fit_with_cpu_ddp, quick_trainer
-from lightning.pytorch.callbacks import Callback
 
+from dfkd_lightning.callbacks import SampleCallback
 from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation, NonFiniteLossError
 from dfkd_lightning.nets import build_classifier
+from dfkd_lightning.synthesis.augment import RandomJitter
+from dfkd_lightning.synthesis.batch import SyntheticBatch
 
 DIGITS = CONFIGS / "experiments/digits"
 #: Tiny loop sizes for smoke runs (a few steps).
@@ -38,7 +40,12 @@ TINY = [
     "--trainer.limit_test_batches",
     "1",
 ]
-SMALL_BANK = {"cmi": ["--model.init_args.bank_size", "64", "--model.init_args.n_neg", "16"]}
+SMALL_BANK = {
+    "cmi": [
+        "--model.init_args.synthesis_loss.cr",
+        "{weight: 0.8, bank_size: 64, n_neg: 16}",
+    ]
+}
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +92,8 @@ def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher:
     assert isinstance(model, DATA_FREE_METHODS[method])
     assert model.student_steps == 4
     assert model.images_synthesized > 0
-    assert len(model.pool) == (16 if model.uses_pool else 0)  # 2 rounds x 8 images
+    pooled = model.student_samples == "pool"
+    assert len(model.pool) == (16 if pooled else 0)  # 2 rounds x 8 images
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["synth/loss"]) and torch.isfinite(metrics["train/loss"])
     [result] = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
@@ -130,8 +138,6 @@ def _digits_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
                 "3",
                 "--data.init_args.steps_per_epoch",
                 "100",
-                "--model.init_args.ngf",
-                "16",
             ],
         ),
     ],
@@ -144,11 +150,11 @@ def test_short_digits_run_beats_chance(
     assert cli.trainer.callback_metrics["test/acc"] > 0.5  # chance is 0.1
 
 
-class KeepEveryOther(Callback):
+class KeepEveryOther(SampleCallback):
     """A sample filter: keeps every other synthesized image."""
 
-    def on_samples_synthesized(self, trainer, module, samples: torch.Tensor) -> torch.Tensor:
-        return samples[::2]
+    def on_samples_synthesized(self, trainer, module, batch: SyntheticBatch) -> SyntheticBatch:
+        return batch.select(slice(None, None, 2))
 
 
 def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
@@ -165,7 +171,7 @@ def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
         synthesis_batch_size=8,
         kd_steps=3,
         g_steps=3,
-        jitter=2,
+        synthesis_augment=RandomJitter(2),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     )
     options.update(kwargs)
@@ -174,11 +180,8 @@ def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
 
 def _synthesizer_output_size(model: DataFreeDistillation) -> int:
     """Side length of what the synthesizer itself produces, before upsampling."""
-    if hasattr(model, "pixels"):
-        return model.pixels.shape[-1]
-    generator = getattr(model, "fast_generator", None) or model.generator
     with torch.no_grad():
-        return generator.eval()(torch.randn(2, generator.nz)).shape[-1]
+        return model.synthesizer.render(model.synthesis_batch_size).samples.shape[-1]
 
 
 @pytest.mark.parametrize("method", ["dfad", "deepinversion", "cmi", "fastdfkd"])
@@ -190,10 +193,9 @@ def test_synthesis_at_a_smaller_size_is_upsampled_to_the_input(
     assert model.synthesis_shape == (1, 8, 8)
     assert _synthesizer_output_size(model) == 8
     assert model.student_steps == 4
-    if model.uses_pool:
-        assert model.pool.images().shape[1:] == (1, 32, 32)
-    else:
-        assert model.student_inputs().shape[1:] == (1, 32, 32)
+    batch, _ = model.student_batch()
+    assert batch.samples.shape[1:] == (1, 8, 8)  # the pool keeps what the synthesizer made
+    assert model.network_inputs(batch.samples, None).shape[1:] == (1, 32, 32)
 
 
 def test_upsampling_matches_the_datamodule_resize(fake_teacher: Path) -> None:

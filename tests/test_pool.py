@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfkd_lightning.synthesis.pool import SyntheticPool, rank_directory, shard_path
+from dfkd_lightning.synthesis.batch import NO_TARGET, SyntheticBatch
+from dfkd_lightning.synthesis.pool import SyntheticPool, rank_directory, shard_path, targets_path
 
 
 def constant_images(values: range | list[int], shape: tuple[int, ...] = (3, 4, 4)) -> torch.Tensor:
@@ -155,6 +156,7 @@ def test_rank_directory(tmp_path: Path) -> None:
     assert rank_directory(tmp_path, 0) == tmp_path / "rank_00"
     assert rank_directory(str(tmp_path), 3) == tmp_path / "rank_03"
     assert shard_path(tmp_path, 7) == tmp_path / "shard_00007.pt"
+    assert targets_path(tmp_path, 7) == tmp_path / "targets_00007.pt"
 
 
 def test_disk_pool_shards_and_sampling(tmp_path: Path) -> None:
@@ -167,6 +169,9 @@ def test_disk_pool_shards_and_sampling(tmp_path: Path) -> None:
         "shard_00000.pt",
         "shard_00001.pt",
         "shard_00002.pt",
+        "targets_00000.pt",
+        "targets_00001.pt",
+        "targets_00002.pt",
     ]  # 24 images on disk, 4 buffered
     shard = torch.load(directory / "shard_00001.pt", weights_only=True)
     assert shard.shape == (8, 3, 4, 4) and ids(shard) == list(range(8, 16))
@@ -193,8 +198,8 @@ def test_disk_state_roundtrip(tmp_path: Path) -> None:
     pool = SyntheticPool(storage="float32", directory=directory, shard_size=8)
     pool.add(constant_images(range(21)))  # 2 shards + 5 buffered
     state = roundtrip(pool.state_dict(), tmp_path)
-    assert state["buffer"].shape[0] == 5 and state["shards"] == [0, 1]
-    assert "data" not in state
+    assert state["count"] == 5 and state["shards"] == [0, 1]
+    assert "data" not in state and "buffer" not in state  # the buffer is in shard_00002.pt
     pool.add(constant_images(range(21, 30)))  # progress after the checkpoint is lost on resume
     restored = SyntheticPool(storage="float32", directory=directory, shard_size=8)
     restored.load_state_dict(state)
@@ -220,7 +225,12 @@ def test_disk_capacity(tmp_path: Path) -> None:
     assert ids(pool.images()) == list(range(13, 23))
     assert set(ids(pool.sample(300, generator=generator(0)))) == set(range(13, 23))
     # shards 0..2 hold images 0..11 only: deleted; shards 3, 4 (12..19) stay, 20..22 buffered
-    assert sorted(p.name for p in directory.iterdir()) == ["shard_00003.pt", "shard_00004.pt"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "shard_00003.pt",
+        "shard_00004.pt",
+        "targets_00003.pt",
+        "targets_00004.pt",
+    ]
     state = pool.state_dict()  # from now on, deletion waits for the next checkpoint
     pool.add(constant_images(range(23, 31)))
     assert ids(pool.images()) == list(range(21, 31))
@@ -230,6 +240,7 @@ def test_disk_capacity(tmp_path: Path) -> None:
     assert ids(resumed.images()) == list(range(13, 23))
     pool.state_dict()
     assert not shard_path(directory, 3).exists() and not shard_path(directory, 4).exists()
+    assert not targets_path(directory, 3).exists() and not targets_path(directory, 4).exists()
 
 
 def test_disk_missing_shard(tmp_path: Path) -> None:
@@ -245,3 +256,277 @@ def test_new_disk_pool_warns_about_old_shards(tmp_path: Path) -> None:
     SyntheticPool(directory=tmp_path, shard_size=2).add(torch.rand(4, 1, 2, 2))
     with pytest.warns(UserWarning, match="already holds 2 shard files"):
         SyntheticPool(directory=tmp_path, shard_size=2).add(torch.rand(1, 1, 2, 2))
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def labels(values: range | list[int]) -> torch.Tensor:
+    """The target stored with image ``v`` of :func:`constant_images`: ``3 v + 1``."""
+    return torch.as_tensor([3 * v + 1 for v in values], dtype=torch.long)
+
+
+def assert_aligned(images: torch.Tensor, targets: torch.Tensor) -> None:
+    """Every target is the one added with its image (see :func:`labels`)."""
+    assert targets.dtype == torch.long and targets.shape == (images.shape[0],)
+    assert targets.tolist() == labels(ids(images)).tolist()
+
+
+def no_tensors(value: object) -> bool:
+    if isinstance(value, torch.Tensor):
+        return False
+    if isinstance(value, dict):
+        return all(no_tensors(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(no_tensors(v) for v in value)
+    return True
+
+
+def fill(pool: SyntheticPool, stop: int, step: int, start: int = 0) -> None:
+    """Add images ``start..stop-1`` with their :func:`labels` in batches of ``step``."""
+    for first in range(start, stop, step):
+        values = range(first, min(first + step, stop))
+        pool.add(constant_images(values), labels(values))
+
+
+def make_pool(kind: str, tmp_path: Path, **kwargs: object) -> SyntheticPool:
+    if kind == "disk":
+        kwargs = {"directory": tmp_path / "pool", "shard_size": 4, **kwargs}
+    return SyntheticPool(storage="float32", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+@pytest.mark.parametrize("capacity", [None, 10])
+def test_targets_follow_images(kind: str, capacity: int | None, tmp_path: Path) -> None:
+    pool = make_pool(kind, tmp_path, capacity=capacity, cache_shards=1)
+    fill(pool, 23, 3)  # wraps the ring / drops shards when capacity is set
+    kept = list(range(23)) if capacity is None else list(range(13, 23))
+    assert ids(pool.images()) == kept
+    assert pool.targets().tolist() == labels(kept).tolist()
+    assert pool.targets().device == torch.device("cpu")
+    batch = pool.sample_batch(300, generator=generator(0))
+    assert isinstance(batch, SyntheticBatch) and len(batch) == 300
+    assert_aligned(batch.samples, batch.targets)
+    assert set(ids(batch.samples)) == set(kept)
+    pool.add(constant_images([100, 101]))  # no targets: NO_TARGET
+    assert pool.targets()[-2:].tolist() == [NO_TARGET, NO_TARGET]
+    assert pool.targets()[:-2].tolist() == labels(ids(pool.images())[:-2]).tolist()
+
+
+def test_disk_targets_files(tmp_path: Path) -> None:
+    pool = SyntheticPool(storage="float32", directory=tmp_path, shard_size=4)
+    fill(pool, 10, 10)
+    assert torch.load(targets_path(tmp_path, 1), weights_only=True).tolist() == [
+        13,
+        16,
+        19,
+        22,
+    ]
+    assert not targets_path(tmp_path, 2).exists()  # 8, 9 buffered
+    pool.flush()
+    assert torch.load(targets_path(tmp_path, 2), weights_only=True).tolist() == [25, 28]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_sample_batch_draws_like_sample(kind: str, tmp_path: Path) -> None:
+    pool = make_pool(kind, tmp_path, capacity=9)
+    fill(pool, 14, 5)
+    batch = pool.sample_batch(64, generator=generator(7))
+    assert torch.equal(batch.samples, pool.sample(64, generator=generator(7)))
+    assert_aligned(batch.samples, batch.targets)
+    assert batch.extras == {}
+    torch.manual_seed(3)  # the global RNG draws alike too
+    a = pool.sample_batch(32, device="cpu")
+    torch.manual_seed(3)
+    assert torch.equal(a.samples, pool.sample(32, device="cpu"))
+
+
+def test_sample_batch_empty_pool_raises() -> None:
+    with pytest.raises(RuntimeError):
+        SyntheticPool().sample_batch(1)
+    assert SyntheticPool().targets().shape == (0,)
+
+
+def test_add_batch_and_validation() -> None:
+    pool = SyntheticPool(storage="float32")
+    pool.add_batch(
+        SyntheticBatch(constant_images([1, 2]), labels([1, 2]), {"z": torch.zeros(2, 5)})
+    )
+    pool.add_batch(SyntheticBatch(constant_images([3])))
+    assert ids(pool.images()) == [1, 2, 3]
+    assert pool.targets().tolist() == [4, 7, NO_TARGET]
+    pool.add(constant_images([4]), torch.tensor([13], dtype=torch.int32))  # cast to int64
+    assert pool.targets().dtype == torch.long and pool.targets()[-1].item() == 13
+    with pytest.raises(ValueError):
+        pool.add(constant_images([5, 6]), labels([5]))
+    with pytest.raises(TypeError):
+        pool.add(constant_images([5]), torch.tensor([1.0]))
+    assert len(pool) == 4
+
+
+def test_add_more_than_capacity_keeps_newest_targets() -> None:
+    pool = SyntheticPool(capacity=4, storage="float32")
+    pool.add(constant_images(range(7)), labels(range(7)))
+    assert ids(pool.images()) == [3, 4, 5, 6]
+    assert pool.targets().tolist() == labels(range(3, 7)).tolist()
+
+
+@pytest.mark.parametrize("capacity", [None, 12])
+def test_memory_state_roundtrip_targets(capacity: int | None, tmp_path: Path) -> None:
+    pool = SyntheticPool(capacity=capacity, storage="float32")
+    fill(pool, 30, 7)
+    state = roundtrip(pool.state_dict(), tmp_path)
+    assert state["version"] == 2
+    assert state["targets"].dtype == torch.long and state["targets"].shape == (len(pool),)
+    restored = SyntheticPool(capacity=capacity, storage="float32")
+    restored.load_state_dict(state, device="cpu")
+    assert torch.equal(restored.targets(), pool.targets())
+    a = restored.sample_batch(100, generator=generator(3))
+    b = pool.sample_batch(100, generator=generator(3))
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.targets, b.targets)
+    fill(restored, 35, 5, start=30)  # goes on aligned after the ring position
+    assert_aligned(restored.images(), restored.targets())
+    small = SyntheticPool(capacity=5, storage="float32")  # newest kept, still aligned
+    small.load_state_dict(state)
+    assert ids(small.images()) == list(range(25, 30))
+    assert small.targets().tolist() == labels(range(25, 30)).tolist()
+
+
+def test_disk_state_roundtrip_targets(tmp_path: Path) -> None:
+    directory = tmp_path / "pool"
+    pool = SyntheticPool(storage="float32", directory=directory, shard_size=8)
+    fill(pool, 21, 4)  # 2 shards + 5 buffered
+    state = pool.state_dict()
+    assert state["version"] == 2 and state["count"] == 5 and state["next_shard"] == 2
+    assert no_tensors(state)  # tiny: no images through all_gather_object
+    state = roundtrip(state, tmp_path)
+    fill(pool, 35, 7, start=21)  # completes shard 2, writes shard 3 after the checkpoint
+    pool.flush()
+    assert targets_path(directory, 3).exists()
+    restored = SyntheticPool(storage="float32", directory=directory, shard_size=8)
+    restored.load_state_dict(state)
+    assert len(restored) == 21
+    assert ids(restored.images()) == list(range(21))  # incl. the partial shard's 16..20
+    assert restored.targets().tolist() == labels(range(21)).tolist()
+    assert not shard_path(directory, 3).exists() and not targets_path(directory, 3).exists()
+    batch = restored.sample_batch(200, generator=generator(1))
+    assert_aligned(batch.samples, batch.targets)
+    assert set(ids(batch.samples)) == set(range(21))
+    fill(restored, 40, 6, start=21)
+    assert ids(restored.images()) == list(range(40))
+    assert restored.targets().tolist() == labels(range(40)).tolist()
+    again = SyntheticPool(storage="float32", directory=directory, shard_size=8)
+    again.load_state_dict(restored.state_dict())
+    assert ids(again.images()) == list(range(40))
+    assert again.targets().tolist() == labels(range(40)).tolist()
+
+
+def test_disk_state_missing_partial_shard(tmp_path: Path) -> None:
+    pool = SyntheticPool(directory=tmp_path, shard_size=4)
+    pool.add(torch.rand(6, 1, 2, 2))
+    state = pool.state_dict()
+    shard_path(tmp_path, 1).unlink()  # the flushed buffer
+    with pytest.raises(FileNotFoundError):
+        SyntheticPool(directory=tmp_path, shard_size=4).load_state_dict(state)
+
+
+def test_version1_memory_state_loads() -> None:
+    data = torch.cat([constant_images(range(8, 11)), constant_images(range(3, 8))])
+    state = {  # the previous release's format: ring of 8 wrapped at slot 3, no targets
+        "version": 1,
+        "kind": "memory",
+        "storage": "float32",
+        "capacity": 8,
+        "image_shape": [3, 4, 4],
+        "data": data,
+        "size": 8,
+        "position": 3,
+    }
+    pool = SyntheticPool(capacity=8, storage="float32")
+    pool.load_state_dict(state)
+    assert ids(pool.images()) == list(range(3, 11))
+    assert pool.targets().tolist() == [NO_TARGET] * 8
+    assert pool.sample_batch(16, generator=generator(0)).targets.tolist() == [NO_TARGET] * 16
+    fill(pool, 13, 2, start=11)
+    assert ids(pool.images()) == list(range(5, 13))
+    assert pool.targets().tolist() == [NO_TARGET] * 6 + labels([11, 12]).tolist()
+
+
+def test_version1_disk_state_loads(tmp_path: Path) -> None:
+    directory = tmp_path / "pool"
+    directory.mkdir()
+    for shard in range(2):  # the previous release's shards: no targets files
+        torch.save(constant_images(range(4 * shard, 4 * shard + 4)), shard_path(directory, shard))
+    torch.save(constant_images([8, 9]), shard_path(directory, 2))  # flushed buffer
+    state = {
+        "version": 1,
+        "kind": "disk",
+        "storage": "float32",
+        "capacity": None,
+        "image_shape": [3, 4, 4],
+        "directory": str(directory),
+        "shard_size": 4,
+        "shards": [0, 1],
+        "head": 0,
+        "next_shard": 2,
+        "buffer": constant_images([8, 9]),
+        "count": 2,
+    }
+    pool = SyntheticPool(storage="float32", directory=directory, shard_size=4)
+    pool.load_state_dict(roundtrip(state, tmp_path))
+    assert ids(pool.images()) == list(range(10))
+    assert pool.targets().tolist() == [NO_TARGET] * 10
+    fill(pool, 13, 3, start=10)  # completes shard 2 (with targets) and buffers 12
+    expected = [NO_TARGET] * 10 + labels([10, 11, 12]).tolist()
+    assert pool.targets().tolist() == expected
+    batch = pool.sample_batch(200, generator=generator(4))
+    for image, target in zip(ids(batch.samples), batch.targets.tolist(), strict=True):
+        assert target == expected[image]
+    resumed = SyntheticPool(storage="float32", directory=directory, shard_size=4)
+    resumed.load_state_dict(pool.state_dict())  # version 2 over version-1 shards
+    assert ids(resumed.images()) == list(range(13))
+    assert resumed.targets().tolist() == expected
+
+
+def test_newer_state_version_rejected() -> None:
+    state = SyntheticPool().state_dict()
+    state["version"] = 3
+    with pytest.raises(ValueError, match="newer"):
+        SyntheticPool().load_state_dict(state)
+
+
+def test_to_moves_targets() -> None:
+    pool = SyntheticPool(storage="float32")
+    fill(pool, 6, 6)
+    state = pool.state_dict()
+    pool.to("meta")  # a second device without an accelerator (meta tensors hold no data)
+    assert pool._data is not None and pool._data.device.type == "meta"
+    assert pool._targets is not None and pool._targets.device.type == "meta"
+    batch = pool.sample_batch(4)
+    assert batch.samples.device.type == "meta" and batch.targets.device.type == "meta"
+    assert pool.targets().device.type == "meta" and pool.targets().shape == (6,)
+    restored = SyntheticPool(storage="float32")
+    restored.load_state_dict(state, device="meta")
+    assert restored._data is not None and restored._data.device.type == "meta"
+    assert restored._targets is not None and restored._targets.device.type == "meta"
+    assert restored.targets().device.type == "meta" and restored.targets().dtype == torch.long
+    on_cpu = SyntheticPool(storage="float32").to("cpu")
+    on_cpu.load_state_dict(state)
+    assert on_cpu.targets().tolist() == labels(range(6)).tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sample_batch_without_host_sync() -> None:
+    pool = SyntheticPool(capacity=16)
+    pool.add(torch.rand(20, 3, 4, 4, device="cuda"), torch.arange(20, device="cuda"))
+    cuda_generator = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = pool.sample_batch(8, generator=cuda_generator)
+        pool.sample_batch(8)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert batch.targets.device.type == "cuda" and batch.targets.dtype == torch.long
+    assert pool.targets().tolist() == list(range(4, 20))

@@ -9,8 +9,6 @@ from dfkd_lightning.methods.dfq import DFQ
 from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
-from dfkd_lightning.methods.generative import GenerativeDistillation
-from dfkd_lightning.methods.inversion import ModelInversion
 from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
 from dfkd_lightning.methods.regression_datafree import DataFreeRegression
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
@@ -42,10 +40,8 @@ __all__ = [
     "DataFreeRegression",
     "DeepInversion",
     "FastDFKD",
-    "GenerativeDistillation",
     "KnowledgeDistillation",
     "ManualSteps",
-    "ModelInversion",
     "NonFiniteLossError",
     "RegressionTeacherTraining",
     "RegressorEvaluation",

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from dfkd_lightning.methods.generative import GenerativeDistillation
-from dfkd_lightning.synthesis.losses import l1_adversarial_loss, l1_distillation_loss
+from dfkd_lightning.methods.datafree import DataFreeDistillation
+from dfkd_lightning.synthesis.synthesizers import PersistentGenerator
 
 
-class DFAD(GenerativeDistillation):
+class DFAD(DataFreeDistillation):
     """Min-max game on the mean absolute difference of logits (Eq. 4-6): the generator
-    maximises ``|T(G(z)) - S(G(z))|_1`` (its loss is ``adv * -L1``), the student
-    minimises it on fresh samples, ``kd_steps`` (5 in the paper) student steps per
-    generator step. The paper's generator ends in tanh + a non-affine BN layer
-    (``generator_output: bn``).
+    (:class:`PersistentGenerator`; the paper's head is tanh + a non-affine BN, ``output: bn``)
+    maximises ``|T(G(z)) - S(G(z))|_1`` (``adv`` = ``adv_l1``), the student minimises it
+    (``l1``) on fresh samples, ``kd_steps`` (5) student steps per generator step.
     """
 
-    def __init__(self, *args: Any, adv: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.adv = adv
+    summary = "DFAD (2019): min-max game on the L1 gap of the logits"
 
-    def loss_weights(self) -> dict[str, float]:
-        return {"adv": self.adv}
-
-    def generator_terms(
-        self, inputs: torch.Tensor, weights: dict[str, float]
-    ) -> dict[str, torch.Tensor]:
-        return {"adv": l1_adversarial_loss(self.student(inputs), self.teacher(inputs))}
-
-    def student_loss(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, inputs: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        loss = l1_distillation_loss(student_logits, teacher_logits)
-        return {"loss": loss, "loss_l1": loss}
+    default_synthesizer = PersistentGenerator
+    default_synthesis_loss = {"adv": {"term": "adv_l1", "weight": 1.0}}
+    default_student_loss = {"l1": 1.0}

@@ -221,3 +221,20 @@ def random_jitter(
     if flip and coin.item() < 0.5:
         out = out.flip(-1)
     return out
+
+
+class RandomJitter(nn.Module):
+    """:func:`random_jitter` as a module (DeepInversion's view of the synthesized batch): one
+    roll by up to ``max_shift`` pixels and one flip (``flip``) for the whole batch."""
+
+    def __init__(self, max_shift: int = 2, flip: bool = True) -> None:
+        super().__init__()
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift, self.flip = int(max_shift), flip
+
+    def extra_repr(self) -> str:
+        return f"max_shift={self.max_shift}, flip={self.flip}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return random_jitter(images, self.max_shift, flip=self.flip)

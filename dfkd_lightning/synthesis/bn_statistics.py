@@ -26,6 +26,7 @@ accurate when the network runs under bf16/fp16 autocast.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -81,9 +82,13 @@ class BNStatisticsHook:
         self.instance_mean: torch.Tensor | None = None
         self.mean_mmt: torch.Tensor | None = None
         self.var_mmt: torch.Tensor | None = None
+        #: Whether the hook records (a gated :class:`BNStatisticsLoss` switches it).
+        self.enabled = True
         self._handle = module.register_forward_pre_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if not self.enabled:
+            return
         mean, var, instance_mean = _channel_stats(inputs[0])
         self.batch_mean, self.batch_var, self.instance_mean = mean, var, instance_mean
         with torch.autocast(device_type=mean.device.type, enabled=False):
@@ -168,10 +173,17 @@ class BNStatisticsLoss:
     ``coefficients["first_bn_multiplier"]`` of NVlabs' ``imagenet_inversion.py``; 1.0 recovers
     the paper). ``momentum`` enables FastDFKD's statistic blending (``bn_mmt``; 0 disables it,
     the Fast-Datafree CIFAR scripts use 0.9). Layers without running statistics
-    (``track_running_stats=False``) are skipped.
+    (``track_running_stats=False``) are skipped. ``gated`` hooks record only inside
+    :meth:`recording` (the data-free loop records synthesis forwards only).
     """
 
-    def __init__(self, net: nn.Module, momentum: float = 0.0, first_bn_multiplier: float = 1.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        momentum: float = 0.0,
+        first_bn_multiplier: float = 1.0,
+        gated: bool = False,
+    ):
         self.momentum = float(momentum)
         self.first_bn_multiplier = float(first_bn_multiplier)
         self.names: list[str] = []
@@ -182,6 +194,21 @@ class BNStatisticsLoss:
                 self.hooks.append(BNStatisticsHook(module, momentum=self.momentum))
         if not self.hooks:
             raise ValueError("the network has no BatchNorm layer with running statistics")
+        for hook in self.hooks:
+            hook.enabled = not gated
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the statistics of the forwards inside the block (and only those)."""
+        previous = [hook.enabled for hook in self.hooks]
+        for hook in self.hooks:
+            hook.clear()
+            hook.enabled = True
+        try:
+            yield
+        finally:
+            for hook, enabled in zip(self.hooks, previous, strict=True):
+                hook.enabled = enabled
 
     def __len__(self) -> int:
         return len(self.hooks)

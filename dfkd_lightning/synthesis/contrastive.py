@@ -88,13 +88,16 @@ class FeatureMemoryBank:
         self._size = min(self._size + n, self.capacity)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` distinct random stored rows (all of them, shuffled, when fewer are stored)."""
+        """``n`` distinct random stored rows (all of them, shuffled, when fewer are stored),
+        drawn on the bank's device (or ``generator``'s)."""
         if n < 0:
             raise ValueError(f"n must be non-negative, got {n}")
         k = min(n, self._size)
         if k == 0:
             return self.data.new_empty(0, self.dim)
-        index = torch.randperm(self._size, generator=generator)[:k].to(self.data.device)
+        device = generator.device if generator is not None else self.data.device
+        index = torch.randperm(self._size, generator=generator, device=device)[:k]
+        index = index.to(self.data.device)
         return self.data[index]
 
     def stored(self) -> torch.Tensor:

@@ -1,0 +1,48 @@
+"""Synthesizers: the components that make a data-free method's samples."""
+
+from dfkd_lightning.synthesis.synthesizers.base import SampleSpec, Synthesizer, random_targets
+from dfkd_lightning.synthesis.synthesizers.generators import (
+    ConditionalGenerator,
+    MetaGenerator,
+    PersistentGenerator,
+    ResetGenerator,
+)
+from dfkd_lightning.synthesis.synthesizers.pixels import LearnablePixels
+from dfkd_lightning.synthesis.synthesizers.tabular import (
+    DirectOptimization,
+    GaussianSampler,
+    LatinHypercubeSampler,
+    TabularGenerator,
+)
+
+#: The synthesizers shipped with the suite, by class name (``dfkd list``).
+SYNTHESIZERS: dict[str, type[Synthesizer]] = {
+    cls.__name__: cls
+    for cls in (
+        LearnablePixels,
+        PersistentGenerator,
+        ResetGenerator,
+        MetaGenerator,
+        ConditionalGenerator,
+        TabularGenerator,
+        DirectOptimization,
+        GaussianSampler,
+        LatinHypercubeSampler,
+    )
+}
+
+__all__ = [
+    "SYNTHESIZERS",
+    "ConditionalGenerator",
+    "DirectOptimization",
+    "GaussianSampler",
+    "LatinHypercubeSampler",
+    "LearnablePixels",
+    "MetaGenerator",
+    "PersistentGenerator",
+    "ResetGenerator",
+    "SampleSpec",
+    "Synthesizer",
+    "TabularGenerator",
+    "random_targets",
+]
