@@ -237,6 +237,7 @@ def run(
             *method_overrides(method, args.batch_size),
         ],
         trainer_defaults={"callbacks": [timer]},
+        save_config_callback=None,  # no logger: it would write config.yaml into the cwd
     )
     wall = time.perf_counter() - start
     if len(timer.steps) != args.rounds * k:

@@ -11,8 +11,10 @@ import lightning as L
 import pytest
 import torch
 
+from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.methods import TeacherTraining
+from dfkd_lightning.nets import build_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
@@ -101,3 +103,65 @@ def fit_with_cpu_ddp(args: list[str], cwd: Path, strategy: str) -> subprocess.Co
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+DIGITS_EXPERIMENTS = CONFIGS / "experiments/digits"
+#: Tiny loop sizes for smoke runs of the data-free methods (a few steps).
+TINY = [
+    "--trainer.max_epochs",
+    "1",
+    "--data.init_args.steps_per_epoch",
+    "4",
+    "--model.init_args.kd_steps",
+    "2",
+    "--model.init_args.g_steps",
+    "2",
+    "--model.init_args.warmup",
+    "0",
+    "--model.init_args.batch_size",
+    "8",
+    "--model.init_args.synthesis_batch_size",
+    "8",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+]
+#: CMI's memory bank at smoke-run size.
+SMALL_BANK = {
+    "cmi": [
+        "--model.init_args.synthesis_loss.cr",
+        "{weight: 0.8, bank_size: 64, n_neg: 16}",
+    ]
+}
+
+
+@pytest.fixture(scope="session")
+def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained LeNet-5 (BN) as a raw state dict: enough to exercise every code path."""
+    path = tmp_path_factory.mktemp("fake_teacher") / "lenet5_bn.pt"
+    torch.save(build_classifier("lenet5_bn", 10, 1).state_dict(), path)
+    return path
+
+
+def tiny_fake_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
+    """A few steps of ``method``'s digits YAML on fake 32x32 images, without testing."""
+    return DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(DIGITS_EXPERIMENTS / f"{method}.yaml"),
+            *QUIET,
+            *TINY,
+            *SMALL_BANK.get(method, []),
+            "--data.init_args.dataset",
+            "fake",
+            "--data.init_args.channels",
+            "1",
+            "--model.init_args.teacher_checkpoint",
+            str(teacher),
+            "--test_after_fit",
+            "false",
+            *overrides,
+        ]
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, quick_trainer
+from conftest import DIGITS_EXPERIMENTS, quick_trainer, tiny_fake_run
 from torch import nn
 
 from dfkd_lightning.callbacks import SampleCallback
@@ -18,7 +18,6 @@ from dfkd_lightning.cli import DFKDCLI, main
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation
 from dfkd_lightning.methods.datafree import CheckpointFormatError
-from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.synthesis.batch import NO_TARGET, SyntheticBatch
 from dfkd_lightning.synthesis.synthesizers import (
     SYNTHESIZERS,
@@ -32,30 +31,7 @@ from dfkd_lightning.synthesis.synthesizers import (
 )
 from dfkd_lightning.synthesis.terms import TERMS, LossTerm, StepContext, build_objective
 
-DIGITS = CONFIGS / "experiments/digits"
-TINY = [
-    "--trainer.max_epochs",
-    "1",
-    "--data.init_args.steps_per_epoch",
-    "4",
-    "--model.init_args.kd_steps",
-    "2",
-    "--model.init_args.g_steps",
-    "3",
-    "--model.init_args.batch_size",
-    "8",
-    "--model.init_args.synthesis_batch_size",
-    "8",
-    "--trainer.limit_val_batches",
-    "0",
-    "--data.init_args.dataset",
-    "fake",
-    "--data.init_args.channels",
-    "1",
-    "--test_after_fit",
-    "false",
-]
-SMALL_BANK = ["--model.init_args.synthesis_loss.cr", "{weight: 0.8, bank_size: 64, n_neg: 16}"]
+SMALL_SIZES = ["--model.init_args.g_steps", "3", "--trainer.limit_val_batches", "0"]
 
 
 @pytest.fixture(autouse=True)
@@ -64,28 +40,8 @@ def _argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("core_teacher") / "lenet5_bn.pt"
-    torch.save(build_classifier("lenet5_bn", 10, 1).state_dict(), path)
-    return path
-
-
 def tiny_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
-    extra = SMALL_BANK if method == "cmi" else []
-    return DFKDCLI(
-        args=[
-            "fit",
-            "--config",
-            str(DIGITS / f"{method}.yaml"),
-            *QUIET,
-            *TINY,
-            *extra,
-            "--model.init_args.teacher_checkpoint",
-            str(teacher),
-            *overrides,
-        ]
-    )
+    return tiny_fake_run(method, teacher, *SMALL_SIZES, *overrides)
 
 
 def build_method(teacher: Path, **options) -> tuple[DataFreeDistillation, ClassificationDataModule]:
@@ -416,5 +372,13 @@ def test_a_config_from_the_earlier_layout_stops_with_a_message(
     assert "predates" in err
     assert "cr (" in err and "synthesis_loss" in err and "nz (" in err and "synthesizer" in err
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(DIGITS / "dfad.yaml"), "--model.init_args.lr_g", "0.1"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(DIGITS_EXPERIMENTS / "dfad.yaml"),
+                "--model.init_args.lr_g",
+                "0.1",
+            ]
+        )
     assert "lr_g (the command line) -> synthesizer.init_args" in capsys.readouterr().err

@@ -8,44 +8,24 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, fit_with_cpu_ddp, quick_trainer
+from conftest import (
+    DIGITS_EXPERIMENTS,
+    QUIET,
+    SMALL_BANK,
+    TINY,
+    fit_with_cpu_ddp,
+    quick_trainer,
+    tiny_fake_run,
+)
 
 from dfkd_lightning.callbacks import SampleCallback
 from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation, NonFiniteLossError
-from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.synthesis.augment import RandomJitter
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 
-DIGITS = CONFIGS / "experiments/digits"
-#: Tiny loop sizes for smoke runs (a few steps).
-TINY = [
-    "--trainer.max_epochs",
-    "1",
-    "--data.init_args.steps_per_epoch",
-    "4",
-    "--model.init_args.kd_steps",
-    "2",
-    "--model.init_args.g_steps",
-    "2",
-    "--model.init_args.warmup",
-    "0",
-    "--model.init_args.batch_size",
-    "8",
-    "--model.init_args.synthesis_batch_size",
-    "8",
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.limit_test_batches",
-    "1",
-]
-SMALL_BANK = {
-    "cmi": [
-        "--model.init_args.synthesis_loss.cr",
-        "{weight: 0.8, bank_size: 64, n_neg: 16}",
-    ]
-}
+DIGITS = DIGITS_EXPERIMENTS
 
 
 @pytest.fixture(autouse=True)
@@ -54,40 +34,9 @@ def _argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained LeNet-5 (BN) as a raw state dict: enough to exercise every code path."""
-    path = tmp_path_factory.mktemp("fake_teacher") / "lenet5_bn.pt"
-    torch.save(build_classifier("lenet5_bn", 10, 1).state_dict(), path)
-    return path
-
-
-def _tiny_fake_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
-    """A few steps of ``method``'s digits YAML on fake 32x32 images, without testing."""
-    return DFKDCLI(
-        args=[
-            "fit",
-            "--config",
-            str(DIGITS / f"{method}.yaml"),
-            *QUIET,
-            *TINY,
-            *SMALL_BANK.get(method, []),
-            "--data.init_args.dataset",
-            "fake",
-            "--data.init_args.channels",
-            "1",
-            "--model.init_args.teacher_checkpoint",
-            str(teacher),
-            "--test_after_fit",
-            "false",
-            *overrides,
-        ]
-    )
-
-
 @pytest.mark.parametrize("method", sorted(DATA_FREE_METHODS))
 def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher: Path) -> None:
-    cli = _tiny_fake_run(method, fake_teacher)
+    cli = tiny_fake_run(method, fake_teacher)
     model = cli.model
     assert isinstance(model, DATA_FREE_METHODS[method])
     assert model.student_steps == 4
@@ -188,7 +137,7 @@ def _synthesizer_output_size(model: DataFreeDistillation) -> int:
 def test_synthesis_at_a_smaller_size_is_upsampled_to_the_input(
     method: str, fake_teacher: Path
 ) -> None:
-    cli = _tiny_fake_run(method, fake_teacher, "--model.init_args.synthesis_size", "8")
+    cli = tiny_fake_run(method, fake_teacher, "--model.init_args.synthesis_size", "8")
     model = cli.model
     assert model.synthesis_shape == (1, 8, 8)
     assert _synthesizer_output_size(model) == 8

@@ -76,7 +76,9 @@ class DataFreeDistillation(ManualSteps):
     first also trains the synthesis terms' parameters). Under DDP each rank synthesizes its
     own samples and keeps its own pool; a synthesizer shared across ranks (a persistent
     generator) has its gradients averaged. Checkpoints hold every rank's pool (with targets),
-    synthesizer and term state and RNG state: a resumed run continues exactly.
+    synthesizer and term state and RNG state: a resumed run continues exactly. Terms are
+    logged every step (``log_terms_every: step``) or as epoch means (``epoch``: cheaper for
+    networks so small that logging costs more than the step).
 
     A method subclass sets the class defaults below (synthesizer, objectives, schedule); paper
     settings live in its YAML (``configs/methods``).
@@ -357,8 +359,10 @@ class DataFreeDistillation(ManualSteps):
         )
 
     def _round(self, optimizer: LightningOptimizer | None) -> SyntheticBatch:
-        """``g_steps`` synthesizer steps; the batch kept (best or last) for the pool."""
+        """``g_steps`` synthesizer steps; the batch kept for the pool (the round's best or
+        last; without a pool, the last, for the synthesizer's and terms' ``end_round``)."""
         weights = self.synthesis_weights()
+        pooling = self.student_samples == "pool"
         self.synthesizer.begin_round(self.current_epoch)
         best_loss = torch.full((), float("inf"), device=self.device)
         kept: SyntheticBatch | None = None
@@ -368,22 +372,24 @@ class DataFreeDistillation(ManualSteps):
             batch = self.synthesizer.render(self.synthesis_batch_size)
             loss, values, ctx = self.synthesis_context(batch, weights)
             candidate = batch.detach().with_extras(**ctx.keep)
-            with torch.no_grad():
-                if self.keep == "last" or kept is None:
-                    better = torch.ones((), dtype=torch.bool, device=self.device)
-                else:
+            if not pooling or self.keep == "last" or kept is None:
+                kept = candidate
+                best_loss = loss.detach().float()
+            else:
+                with torch.no_grad():  # tracked on the device: no host sync
                     better = loss.detach() < best_loss
-                best_loss = torch.where(better, loss.detach().float(), best_loss)
-                kept = candidate if kept is None else candidate.where(better, kept)
+                    best_loss = torch.where(better, loss.detach().float(), best_loss)
+                    kept = candidate.where(better, kept)
+            assert optimizer is not None
             self.optimizer_step(optimizer, loss)
             self.synthesizer.after_step()
-            if self.student_samples != "pool":
+            if not pooling:
                 self.images_synthesized += len(batch)
             values = {"loss": loss, **values}
         if kept is None:  # no optimisation (g_steps 0, a sampler, a frozen synthesizer)
             with torch.no_grad():
                 kept = self.synthesizer.render(self.synthesis_batch_size).detach()
-        if self.is_image:
+        if pooling and self.is_image:
             kept = SyntheticBatch(kept.samples.float().clamp(0, 1), kept.targets, kept.extras)
         if self.bn_recorder is not None and self.bn_recorder.momentum > 0 and steps:
             self.bn_recorder.update_momentum()
