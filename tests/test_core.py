@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DIGITS_EXPERIMENTS, quick_trainer, tiny_fake_run
 from torch import nn
 
@@ -16,8 +18,10 @@ from dfkd_lightning.catalog import catalog
 from dfkd_lightning.catalog import main as list_main
 from dfkd_lightning.cli import DFKDCLI, main
 from dfkd_lightning.data import ClassificationDataModule
+from dfkd_lightning.losses import kd_loss
 from dfkd_lightning.methods import DATA_FREE_METHODS, DataFreeDistillation
 from dfkd_lightning.methods.datafree import CheckpointFormatError
+from dfkd_lightning.synthesis import losses
 from dfkd_lightning.synthesis.batch import NO_TARGET, SyntheticBatch
 from dfkd_lightning.synthesis.synthesizers import (
     SYNTHESIZERS,
@@ -29,7 +33,13 @@ from dfkd_lightning.synthesis.synthesizers import (
     SampleSpec,
     Synthesizer,
 )
-from dfkd_lightning.synthesis.terms import TERMS, LossTerm, StepContext, build_objective
+from dfkd_lightning.synthesis.terms import (
+    TERMS,
+    LossTerm,
+    NetOutput,
+    StepContext,
+    build_objective,
+)
 
 SMALL_SIZES = ["--model.init_args.g_steps", "3", "--trainer.limit_val_batches", "0"]
 
@@ -382,3 +392,58 @@ def test_a_config_from_the_earlier_layout_stops_with_a_message(
             ]
         )
     assert "lr_g (the command line) -> synthesizer.init_args" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- term values
+def _context(targets: torch.Tensor | None = None, features: bool = False) -> StepContext:
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 5)
+    student = torch.randn(6, 5)
+    samples = torch.rand(6, 1, 8, 8)
+    outputs = NetOutput(teacher, torch.randn(6, 7) if features else None)
+    module = SimpleNamespace(normalize=lambda x: (x - 0.5) / 0.25)
+    return StepContext(
+        SyntheticBatch(samples, targets), samples, outputs, NetOutput(student), "x", module
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"oh": 1.0}, lambda c: losses.one_hot_loss(c.teacher.logits, c.targets)),
+        ({"adv": 1.0}, lambda c: losses.adversarial_kl_loss(c.student.logits, c.teacher.logits)),
+        (
+            {"adv": {"agreeing_only": False, "temperature": 2.0}},
+            lambda c: losses.adversarial_kl_loss(
+                c.student.logits, c.teacher.logits, 2.0, agreeing_only=False
+            ),
+        ),
+        ({"adv_l1": 1.0}, lambda c: -(c.student.logits - c.teacher.logits).abs().mean()),
+        (
+            {"competition": {"temperature": 3.0}},
+            lambda c: losses.competition_loss(c.student.logits, c.teacher.logits, 3.0),
+        ),
+        ({"tv": 1.0}, lambda c: losses.total_variation_loss((c.batch.samples - 0.5) / 0.25, "l2")),
+        ({"l2": 1.0}, lambda c: torch.linalg.vector_norm((c.batch.samples - 0.5) / 0.25)),
+        ({"act": 1.0}, lambda c: -c.teacher.features.abs().mean()),
+        ({"ie": 1.0}, lambda c: losses.information_entropy_loss(c.teacher.logits)),
+        ({"kd": {"temperature": 4.0}}, lambda c: kd_loss(c.student.logits, c.teacher.logits, 4)),
+        ({"l1": 1.0}, lambda c: (c.student.logits - c.teacher.logits).abs().mean()),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else "",
+)
+def test_each_term_is_its_loss_function(spec: dict, expected: Callable) -> None:
+    """Terms are thin: each returns its (hand-checked, tests/test_synthesis_losses.py) loss."""
+    ctx = _context(torch.tensor([0, 1, 2, 3, 4, 0]), features=True)
+    objective = build_objective(spec)
+    [name] = spec
+    loss, values = objective(ctx, objective.active())
+    torch.testing.assert_close(values[name], expected(ctx))
+    torch.testing.assert_close(loss, objective.weights[name] * values[name])
+
+
+def test_one_hot_uses_the_teachers_argmax_without_targets() -> None:
+    ctx = _context(None)
+    term = build_objective({"oh": 1.0}).terms["oh"]
+    argmax = ctx.teacher.logits.argmax(1)
+    torch.testing.assert_close(term(ctx), F.cross_entropy(ctx.teacher.logits, argmax))

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, quick_trainer
+from conftest import CONFIGS, QUIET, fit_with_cpu_ddp, quick_trainer
 
 from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import DatasetNotFoundError, RegressionDataModule, tables
@@ -586,3 +586,37 @@ def test_teacher_config_trains_with_plateau_schedule_and_keeps_best_checkpoint(
     assert 0 < float(cli.trainer.callback_metrics["test/rmse"]) < 1.5
     student = DataFreeRegression(10, str(tmp_path / "best.ckpt"), teacher_hidden=[500])
     assert not any(p.requires_grad for p in student.teacher.parameters())
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_shares_the_generator_and_keeps_a_state_per_rank(
+    friedman_teacher: Path, tmp_path: Path
+) -> None:
+    fit_with_cpu_ddp(
+        [
+            "--config",
+            str(REGRESSION / "friedman1_generator.yaml"),
+            "--data.init_args.samples",
+            "1000",
+            "--model.init_args.teacher_checkpoint",
+            str(friedman_teacher),
+            "--model.init_args.teacher_hidden",
+            json.dumps(TEACHER_HIDDEN),
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.logger",
+            "false",
+        ],
+        tmp_path,
+        "ddp_find_unused_parameters_true",
+    )
+    [checkpoint_path] = (tmp_path / "runs").rglob("final.ckpt")
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    ranks = checkpoint["datafree_ranks"]
+    assert len(ranks) == 2
+    # The step pacer is split across ranks like a dataset: 10 steps an epoch, 5 per rank.
+    assert [rank["student_steps"] for rank in ranks] == [15, 15]
+    assert not torch.equal(ranks[0]["rng"]["cpu"], ranks[1]["rng"]["cpu"])
+    assert any(key.startswith("synthesizer.generator.") for key in checkpoint["state_dict"])
