@@ -112,11 +112,17 @@ def save_random_teacher(arch: str, directory: Path, seed: int = 0) -> Path:
 
 
 class StepTimer(Callback):
-    """Wall time and ``images_synthesized`` increase of every training batch."""
+    """Wall time and ``images_synthesized`` increase of every training batch.
 
-    def __init__(self) -> None:
+    With ``sync_debug`` on a GPU, every batch from ``sync_debug_from`` on runs under
+    ``torch.cuda.set_sync_debug_mode("error")``: a host synchronisation inside a synthesis
+    round or a student step raises.
+    """
+
+    def __init__(self, sync_debug: bool = False, sync_debug_from: int = 0) -> None:
         self.steps: list[tuple[int, float, int]] = []  # (batch index, seconds, new images)
         self.threads = 0
+        self.sync_debug, self.sync_debug_from = sync_debug, sync_debug_from
         self._start = 0.0
         self._images = 0
 
@@ -124,6 +130,13 @@ class StepTimer(Callback):
     def _sync(pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+
+    def _debugging(self, pl_module: L.LightningModule, batch_idx: int) -> bool:
+        return (
+            self.sync_debug
+            and pl_module.device.type == "cuda"
+            and batch_idx >= self.sync_debug_from
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.threads = torch.get_num_threads()
@@ -134,6 +147,8 @@ class StepTimer(Callback):
         self._sync(pl_module)
         self._images = pl_module.images_synthesized
         self._start = time.perf_counter()
+        if self._debugging(pl_module, batch_idx):
+            torch.cuda.set_sync_debug_mode("error")
 
     def on_train_batch_end(
         self,
@@ -143,6 +158,8 @@ class StepTimer(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self._debugging(pl_module, batch_idx):
+            torch.cuda.set_sync_debug_mode("default")
         self._sync(pl_module)
         seconds = time.perf_counter() - self._start
         self.steps.append((batch_idx, seconds, pl_module.images_synthesized - self._images))
@@ -187,7 +204,7 @@ def run(
 ) -> dict[str, Any]:
     """Time ``rounds`` synthesis rounds of ``method`` on ``pair``."""
     b, k = str(args.batch_size), args.kd_steps
-    timer = StepTimer()
+    timer = StepTimer(sync_debug=args.sync_debug, sync_debug_from=k)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     cli = DFKDCLI(
@@ -302,6 +319,12 @@ def main() -> None:
         "--precision", default="32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--sync-debug",
+        action="store_true",
+        help="GPU: run every step after the first round under "
+        "torch.cuda.set_sync_debug_mode('error') (a host synchronisation raises)",
+    )
     parser.add_argument("--out", help="write the rows as JSON records to this file")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # LightningCLI warns when given args besides a command line

@@ -450,7 +450,7 @@ class DataFreeDistillation(ManualSteps):
                 self._epoch_terms.setdefault(f"{prefix}/{name}", []).append(value)
             return
         self._log_calls += 1
-        if self.device.type == "cpu" or self._log_calls % self._check_interval() == 1:
+        if self.device.type == "cpu" or (self._log_calls - 1) % self._check_interval() == 0:
             self.check_finite(prefix, dict(zip(terms, values, strict=True)))
         self.log_dict(
             dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)),
