@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -75,7 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     if message is not None:
         print(message, file=sys.stderr)
         raise SystemExit(2)
-    DFKDCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+    try:
+        DFKDCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+    finally:
+        # A gloo/NCCL process group left to interpreter shutdown can abort the process
+        # ("terminate called without an active exception") after a successful run.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
