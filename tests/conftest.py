@@ -165,3 +165,22 @@ def tiny_fake_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
             *overrides,
         ]
     )
+
+
+def small_method_options(teacher: Path, data: ClassificationDataModule, **overrides) -> dict:
+    """Keyword arguments of a LeNet-5 (BN) -> LeNet-5-half data-free method on ``data``."""
+    options = dict(
+        teacher="lenet5_bn",
+        student="lenet5_half",
+        teacher_checkpoint=str(teacher),
+        num_classes=10,
+        input_shape=data.input_shape,
+        mean=data.mean,
+        std=data.std,
+        batch_size=8,
+        synthesis_batch_size=8,
+        kd_steps=2,
+        g_steps=3,
+    )
+    options.update(overrides)
+    return options

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DIGITS_EXPERIMENTS, quick_trainer, tiny_fake_run
+from conftest import DIGITS_EXPERIMENTS, quick_trainer, small_method_options, tiny_fake_run
 from torch import nn
 
 from dfkd_lightning.callbacks import SampleCallback
@@ -59,18 +59,9 @@ def build_method(teacher: Path, **options) -> tuple[DataFreeDistillation, Classi
     data = ClassificationDataModule(
         "fake", channels=1, train_source="steps", steps_per_epoch=4, batch_size=8
     )
-    settings = dict(
-        teacher="lenet5_bn",
-        student="lenet5_half",
-        teacher_checkpoint=str(teacher),
-        num_classes=10,
-        input_shape=data.input_shape,
-        mean=data.mean,
-        std=data.std,
-        batch_size=8,
-        synthesis_batch_size=8,
-        kd_steps=2,
-        g_steps=3,
+    settings = small_method_options(
+        teacher,
+        data,
         synthesizer=LearnablePixels(),
         synthesis_loss={"bn": 1.0, "oh": 1.0},
         optimizer=lambda p: torch.optim.SGD(p, lr=0.01),

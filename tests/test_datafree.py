@@ -15,6 +15,7 @@ from conftest import (
     TINY,
     fit_with_cpu_ddp,
     quick_trainer,
+    small_method_options,
     tiny_fake_run,
 )
 
@@ -108,18 +109,11 @@ class KeepEveryOther(SampleCallback):
 
 def _deepinversion(teacher: Path, **kwargs) -> DataFreeDistillation:
     data = ClassificationDataModule("digits", channels=1, train_source="steps", steps_per_epoch=6)
-    options = dict(
-        teacher="lenet5_bn",
-        student="lenet5_half",
-        teacher_checkpoint=str(teacher),
-        num_classes=10,
-        input_shape=data.input_shape,
-        mean=data.mean,
-        std=data.std,
+    options = small_method_options(
+        teacher,
+        data,
         batch_size=16,
-        synthesis_batch_size=8,
         kd_steps=3,
-        g_steps=3,
         synthesis_augment=RandomJitter(2),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
     )

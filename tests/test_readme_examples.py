@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, quick_trainer
+from conftest import REPO_ROOT, quick_trainer, small_method_options
 
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.synthesis.terms import TERMS, build_objective
@@ -46,19 +46,7 @@ def test_the_example_method_trains_with_the_example_synthesizer(
     data = ClassificationDataModule(
         "fake", channels=1, train_source="steps", steps_per_epoch=4, batch_size=8
     )
-    model = examples["MarginInversion"](
-        teacher="lenet5_bn",
-        student="lenet5_half",
-        teacher_checkpoint=str(fake_teacher),
-        num_classes=10,
-        input_shape=data.input_shape,
-        mean=data.mean,
-        std=data.std,
-        batch_size=8,
-        synthesis_batch_size=8,
-        kd_steps=2,
-        g_steps=3,
-    )
+    model = examples["MarginInversion"](**small_method_options(fake_teacher, data))
     assert isinstance(model.synthesizer, examples["LowRankPixels"])
     quick_trainer(tmp_path, 1, limit_val_batches=0).fit(model, datamodule=data)
     assert len(model.pool) == 16 and model.student_steps == 4
