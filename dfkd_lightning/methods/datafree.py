@@ -22,7 +22,7 @@ from torch import nn
 
 from dfkd_lightning.callbacks.base import run_sample_callbacks
 from dfkd_lightning.methods.evaluators import build_evaluator
-from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
+from dfkd_lightning.methods.frozen_teacher import StudentWithFrozenTeacher, load_frozen_teacher
 from dfkd_lightning.methods.manual_steps import ManualSteps
 from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.optim import build_optimization
@@ -52,7 +52,7 @@ class CheckpointFormatError(ValueError):
     """A checkpoint written by an older layout of the data-free methods."""
 
 
-class DataFreeDistillation(ManualSteps):
+class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     """Base of every data-free method (manual optimisation).
 
     The loop the field uses (Fast-Datafree ``datafree_kd.py``, CMI): the DataModule's train
@@ -444,14 +444,16 @@ class DataFreeDistillation(ManualSteps):
     def log_terms(self, prefix: str, terms: dict[str, torch.Tensor], **kwargs: Any) -> None:
         """Log each term as ``prefix/name`` (every step, or as epoch means with
         ``log_terms_every: epoch``); NaN/inf is checked where values are logged anyway."""
-        values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+        self._log_calls += 1
+        check = self.device.type == "cpu" or (self._log_calls - 1) % self._check_interval() == 0
+        if check and self.log_terms_every == "step":
+            values = self.check_finite(prefix, terms)  # epoch means are checked per epoch
+        else:
+            values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
         if self.log_terms_every == "epoch":
             for name, value in zip(terms, values, strict=True):
                 self._epoch_terms.setdefault(f"{prefix}/{name}", []).append(value)
             return
-        self._log_calls += 1
-        if self.device.type == "cpu" or (self._log_calls - 1) % self._check_interval() == 0:
-            self.check_finite(prefix, dict(zip(terms, values, strict=True)))
         self.log_dict(
             dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)),
             prog_bar=False,
@@ -463,14 +465,6 @@ class DataFreeDistillation(ManualSteps):
         return max(int(getattr(trainer, "log_every_n_steps", 50) or 50), 1) if trainer else 1
 
     # ----------------------------------------------------------------- evaluation
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
-
-    def train(self, mode: bool = True) -> DataFreeDistillation:
-        super().train(mode)
-        self.teacher.eval()  # its BN statistics and dropout stay fixed
-        return self
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.evaluation.evaluate(self, batch, "val")
 

@@ -3,8 +3,6 @@ and the RNG state that makes a resumed run draw what the uninterrupted one would
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.core.optimizer import LightningOptimizer
@@ -36,13 +34,6 @@ class ManualSteps(LightningModule):
                 "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
             )
         return values
-
-    def log_terms(self, prefix: str, terms: dict[str, torch.Tensor], **kwargs: Any) -> None:
-        """Check every term is finite and log it as ``prefix/name``."""
-        values = self.check_finite(prefix, terms)
-        self.log_dict(
-            dict(zip((f"{prefix}/{name}" for name in terms), values, strict=True)), **kwargs
-        )
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         """The global torch RNG state of this process (CPU, and CUDA when on a GPU)."""
