@@ -1,7 +1,7 @@
 """Digits benchmark: every data-free method under the same wall-clock budget on the CPU.
 
     python benchmarks/digits.py --seconds 300 --threads 2 --out digits.json
-    python benchmarks/digits.py --methods cmi dafl --seconds 60
+    python benchmarks/digits.py --methods cmi dafl --seconds 60 --seed 1
     python benchmarks/digits.py --accelerator gpu --precision 16-mixed --seconds 30
 
 Run from the repository root. Trains the LeNet-5 (BN) teacher first when its
@@ -113,6 +113,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=300, help="training budget per method")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed_everything of every run")
     parser.add_argument(
         "--teacher-checkpoint",
         help=f"a trained lenet5_bn digits teacher (default: {DEFAULT_TEACHER}, "
@@ -131,7 +132,10 @@ def main() -> None:
     teacher_ckpt = args.teacher_checkpoint or DEFAULT_TEACHER
     if not Path(teacher_ckpt).is_file():
         teacher_ckpt, _ = train_teacher()
-    device = ["--trainer.accelerator", args.accelerator, "--trainer.precision", args.precision]
+    device = [
+        *("--trainer.accelerator", args.accelerator, "--trainer.precision", args.precision),
+        *("--seed_everything", str(args.seed)),
+    ]
     kd_acc = kd_with_data(teacher_ckpt, out_dir, *device)
 
     rows, failed = [], []
@@ -142,7 +146,12 @@ def main() -> None:
             traceback.print_exc()
             failed.append(name)
             continue
-        row.update(kd_with_data_acc=kd_acc, accelerator=args.accelerator, precision=args.precision)
+        row.update(
+            kd_with_data_acc=kd_acc,
+            accelerator=args.accelerator,
+            precision=args.precision,
+            seed=args.seed,
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
 

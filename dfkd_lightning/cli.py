@@ -2,15 +2,77 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from jsonargparse import ArgumentParser
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.host_memory import keep_freed_host_memory
 from dfkd_lightning.legacy import legacy_config_message
+from dfkd_lightning.messages import user_error_message
+from dfkd_lightning.nets.checkpoint import read_checkpoint
+from dfkd_lightning.quiet import quiet_library_output
+from dfkd_lightning.records import RunRecord
+
+#: DataModule attributes linked into the model (never set in a model config).
+LINKED_TO_MODEL = ("num_classes", "input_shape", "mean", "std", "in_features")
+#: ``--ckpt_path`` values that Lightning resolves itself.
+LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
+def saved_model_arguments(
+    args: list[str], subcommands: Mapping[str, Any]
+) -> tuple[str | None, list[str]]:
+    """The class a ``--ckpt_path`` checkpoint was written by, and ``args`` with its saved
+    model settings inserted right after the subcommand (so everything given later wins)."""
+    paths = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+    paths += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
+    at = next((i for i, a in enumerate(args) if a in subcommands), None)
+    if not paths or at is None or paths[-1] in LIGHTNING_CKPT_ALIASES:
+        return None, args
+    hparams = dict(read_checkpoint(paths[-1]).get("hyper_parameters") or {})
+    saved = hparams.pop("_class_path", None)
+    if saved is None:  # written without the CLI: the weights are checked before the run
+        return None, args
+    init_args = {k: v for k, v in hparams.items() if k not in LINKED_TO_MODEL and k[0] != "_"}
+    model = json.dumps({"class_path": saved, "init_args": init_args})
+    return saved, [*args[: at + 1], "--model", model, *args[at + 1 :]]
+
+
+def check_checkpoint_fits(model: LightningModule, ckpt_path: str) -> None:
+    """Stop before a run whose ``--ckpt_path`` holds the weights of another model."""
+    state = read_checkpoint(ckpt_path).get("state_dict")
+    name = type(model).__name__
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict); to "
+            "start from a network's weights, give it as teacher_checkpoint instead"
+        )
+    expected = set(model.state_dict())
+    missing, foreign = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or foreign:
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} holds the weights of another model than {name}: "
+            f"{len(missing)} of {name}'s weights are not in it (e.g. {missing[:2]}) and "
+            f"{len(foreign)} of its weights are not {name}'s (e.g. {foreign[:2]}). Resume "
+            "with the config that wrote the checkpoint"
+        )
+
+
+#: The subcommands the suite adds to Lightning's (``dfkd --help`` lists them).
+SUITE_SUBCOMMANDS: dict[str, str] = {
+    "demo": "Train a digits teacher and distil it with and without data (offline, CPU).",
+    "list": "List the registered methods, synthesizers and loss terms.",
+}
+
 
 DEFAULT_TRAINER: dict[str, Any] = {
     "logger": {
@@ -49,7 +111,7 @@ class DFKDCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_classes", "input_shape", "mean", "std", "in_features"):
+        for name in LINKED_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",
@@ -58,30 +120,97 @@ class DFKDCLI(LightningCLI):
             help="After fit, test the final weights on the real test split.",
         )
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        for name, description in SUITE_SUBCOMMANDS.items():  # listed by --help; main() runs them
+            parser._subcommands_action.add_subcommand(
+                name, ArgumentParser(description=description), help=description
+            )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, with the model settings a ``--ckpt_path`` checkpoint saved as the base that
+        the configs and the command line override."""
+        args = list(sys.argv[1:] if args is None else args)
+        self._saved_class_path, base = saved_model_arguments(args, self.subcommands())
+        with warnings.catch_warnings():  # main() passes argv as args on purpose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, base)
+
+    def _parse_ckpt_path(self) -> None:
+        """Stop when the config's model is another class than the checkpoint's."""
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        given = model.get("class_path") if model is not None else None
+        saved = self._saved_class_path
+        if saved is not None and given is not None and saved != given:
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} was written by {saved}, but the config trains "
+                f"{given}. Resume a run with the config that made it, or load weights into "
+                f"{given.rsplit('.', 1)[-1]} another way (e.g. teacher_checkpoint)"
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_ALIASES:
+            check_checkpoint_fits(self.model, ckpt_path)
+        super()._run_subcommand(subcommand)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RunRecord())  # provenance in every logger and checkpoint
+        return trainer
+
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: ``dfkd demo``, ``dfkd list`` or any LightningCLI subcommand."""
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "demo":
+def _suite_subcommand(name: str, args: list[str]) -> None:
+    if name == "demo":
         from dfkd_lightning.demo import main as demo_main
 
-        demo_main(args[1:])
-        return
-    if args and args[0] == "list":
+        demo_main(args)
+    else:
         from dfkd_lightning.catalog import main as list_main
 
-        list_main(args[1:])
-        return
-    message = legacy_config_message(args)
-    if message is not None:
-        print(message, file=sys.stderr)
-        raise SystemExit(2)
+        list_main(args)
+
+
+def debug_requested(args: list[str]) -> bool:
+    """``--debug`` on the command line or ``DFKD_DEBUG`` set to anything but 0."""
+    return "--debug" in args or os.environ.get("DFKD_DEBUG", "0") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``dfkd demo``, ``dfkd list`` or any LightningCLI subcommand.
+
+    A user error (:class:`~dfkd_lightning.errors.UserError`, a config jsonargparse or
+    Lightning rejects) ends with its message and exit status 2, without a traceback;
+    ``--debug`` or ``DFKD_DEBUG=1`` shows the traceback and every library warning.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(args)
+    args = [arg for arg in args if arg != "--debug"]
     try:
-        DFKDCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        with quiet_library_output(enabled=not debug):
+            if args and args[0] in SUITE_SUBCOMMANDS:
+                _suite_subcommand(args[0], args[1:])
+                return
+            message = legacy_config_message(args)
+            if message is not None:
+                raise ConfigError(message)
+            raising = {"exit_on_error": False}  # errors reach the handler below
+            parser_kwargs = {**raising, **{name: raising for name in DFKDCLI.subcommands()}}
+            DFKDCLI(args=args, parser_kwargs=parser_kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:
+        message = None if debug else user_error_message(error)
+        if message is None:
+            raise
+        print(f"error: {message}\n(run again with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         # A gloo/NCCL process group left to interpreter shutdown can abort the process
         # ("terminate called without an active exception") after a successful run.

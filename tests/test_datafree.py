@@ -164,7 +164,7 @@ def test_sample_callbacks_filter_what_reaches_the_pool(fake_teacher: Path, tmp_p
 
 def test_non_finite_loss_is_a_clear_error(fake_teacher: Path) -> None:
     model, _ = _deepinversion(fake_teacher)
-    with pytest.raises(NonFiniteLossError, match=r"\['bn'\].*lr_g"):
+    with pytest.raises(NonFiniteLossError, match=r"\['bn'\].*synthesizer's lr"):
         model.log_terms("synth", {"bn": torch.tensor(float("nan")), "oh": torch.tensor(1.0)})
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from dfkd_lightning.data import sources
 from dfkd_lightning.data.pacing import step_loader
 from dfkd_lightning.data.specs import DatasetSpec, denormalize, get_spec, normalize
+from dfkd_lightning.errors import ConfigError
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -48,7 +49,7 @@ class ClassificationDataModule(L.LightningDataModule):
         fake_num_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # logged under data by RunRecord
         self.spec: DatasetSpec = get_spec(dataset)
         self.dataset = dataset
         self.root = root
@@ -85,23 +86,23 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _validate(self, image_size: int | None, channels: int | None) -> None:
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch_size and eval_batch_size must be >= 1")
+            raise ConfigError("batch_size and eval_batch_size must be >= 1")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if image_size is not None and image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
+            raise ConfigError(f"image_size must be >= 1, got {image_size}")
         if channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise ConfigError(f"channels must be 1 or 3, got {channels}")
         if channels == 1 and self.spec.channels == 3 and self.spec.name != "fake":
-            raise ValueError(f"dataset {self.spec.name!r} is RGB; channels=1 is not supported")
+            raise ConfigError(f"dataset {self.spec.name!r} is RGB; channels=1 is not supported")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.train_source not in ("real", "steps"):
-            raise ValueError(f"train_source must be 'real' or 'steps', got {self.train_source!r}")
+            raise ConfigError(f"train_source must be 'real' or 'steps', got {self.train_source!r}")
         if self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+            raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
         if self.spec.name == "fake" and (self.fake_size < 2 or self.fake_num_classes < 1):
-            raise ValueError("fake_size must be >= 2 and fake_num_classes >= 1")
+            raise ConfigError("fake_size must be >= 2 and fake_num_classes >= 1")
 
     # ------------------------------------------------------------------ data preparation
     def prepare_data(self) -> None:

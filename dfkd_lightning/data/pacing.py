@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dfkd_lightning.errors import ConfigError
+
 
 class StepPacer(Dataset):
     """Dataset of length ``steps`` whose items are just their indices (``0 .. steps-1``)."""
 
     def __init__(self, steps: int) -> None:
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise ConfigError(f"steps must be >= 1, got {steps}")
         self.steps = steps
 
     def __len__(self) -> int:

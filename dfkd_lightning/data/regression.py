@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dfkd_lightning.data import tables
 from dfkd_lightning.data.pacing import step_loader
+from dfkd_lightning.errors import ConfigError
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -52,17 +53,17 @@ class RegressionDataModule(L.LightningDataModule):
         steps_per_epoch: int = 10,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # logged under data by RunRecord
         tables.check_table_name(dataset)
         if not 0.0 < test_fraction < 1.0 or not 0.0 <= val_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"test_fraction must be in (0, 1) and val_fraction in [0, 1), got "
                 f"{test_fraction}, {val_fraction}"
             )
         if batch_size < 1 or eval_batch_size < 1 or steps_per_epoch < 1:
-            raise ValueError("batch_size, eval_batch_size and steps_per_epoch must be >= 1")
+            raise ConfigError("batch_size, eval_batch_size and steps_per_epoch must be >= 1")
         if train_source not in ("real", "steps"):
-            raise ValueError(f"train_source must be 'real' or 'steps', got {train_source!r}")
+            raise ConfigError(f"train_source must be 'real' or 'steps', got {train_source!r}")
         self.dataset = dataset
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.train_source, self.steps_per_epoch = train_source, steps_per_epoch
@@ -79,7 +80,7 @@ class RegressionDataModule(L.LightningDataModule):
             return tables.friedman(self.dataset, hp.samples, hp.noise, hp.seed)
         if self.dataset == "csv":
             if not hp.csv_path:
-                raise ValueError("dataset: csv needs data.csv_path")
+                raise ConfigError("dataset: csv needs data.csv_path")
             return tables.read_csv(hp.csv_path, hp.target)
         return tables.fetch_openml_table(
             hp.openml_name, hp.openml_id, hp.target, f"{hp.root}/openml"
@@ -97,7 +98,7 @@ class RegressionDataModule(L.LightningDataModule):
             "train": order[n_test + n_val :],
         }
         if len(rows["train"]) < 2:
-            raise ValueError(f"{len(x)} rows leave fewer than 2 for training; lower the fractions")
+            raise ConfigError(f"{len(x)} rows leave fewer than 2 for training; lower the fractions")
         train_x, train_y = x[rows["train"]], y[rows["train"]]
         self.x_mean, self.x_std = train_x.mean(0), _safe_std(train_x.std(0))
         self.y_mean, self.y_std = float(train_y.mean()), float(_safe_std(train_y.std()))

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from dfkd_lightning.data.specs import DatasetSpec
 from dfkd_lightning.data.tiny_imagenet import TinyImageNet, download_tiny_imagenet
+from dfkd_lightning.errors import ConfigError, UserError
 
 Split = Literal["train", "test"]
 
@@ -31,7 +32,7 @@ TEST_FRACTION = 0.2
 FAKE_DATA_SEED = 0
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The files of a dataset are missing below ``root`` and downloading was not requested."""
 
 
@@ -130,7 +131,7 @@ def split_indices(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.n
     if n_out == 0:
         return everything, everything[:0]
     if n_out >= n:
-        raise ValueError(f"Cannot hold out {n_out} of {n} samples (fraction={fraction})")
+        raise ConfigError(f"Cannot hold out {n_out} of {n} samples (fraction={fraction})")
     from sklearn.model_selection import train_test_split
 
     try:

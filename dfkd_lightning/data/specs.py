@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dfkd_lightning.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -156,7 +158,7 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         known = ", ".join(available_datasets())
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: {known}") from None
+        raise ConfigError(f"Unknown dataset {name!r}; known datasets: {known}") from None
 
 
 def _stats_like(x: torch.Tensor, values: Sequence[float]) -> torch.Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn import datasets as skdatasets
 
 from dfkd_lightning.data.sources import DatasetNotFoundError
+from dfkd_lightning.errors import ConfigError
 
 #: Offline tables: scikit-learn's bundled diabetes data and the Friedman benchmark functions.
 OFFLINE_TABLES = ("diabetes", "friedman1", "friedman2", "friedman3")
@@ -28,7 +29,7 @@ PAPER_OPENML_NAMES = {
 
 def check_table_name(name: str) -> None:
     if name not in TABLES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown regression dataset {name!r}; choose one of {list(TABLES)} "
             "(use dataset: csv with csv_path/target for your own file, or dataset: openml "
             "with openml_name for an OpenML dataset)"
@@ -58,37 +59,37 @@ def read_csv(path: str | Path, target: str | None) -> tuple[np.ndarray, np.ndarr
             "(a header row, numeric columns, the target column named by data.target)"
         )
     if not target:
-        raise ValueError("dataset: csv needs data.target, the name of the target column")
+        raise ConfigError("dataset: csv needs data.target, the name of the target column")
     with path.open(newline="") as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
         rows = [row for row in reader if any(cell.strip() for cell in row)]
     if target not in header:
-        raise ValueError(
+        raise ConfigError(
             f"target column {target!r} is not in {path}; its columns are {header}. "
             "Set data.target to one of them"
         )
     if not rows:
-        raise ValueError(f"{path} has a header but no data rows")
+        raise ConfigError(f"{path} has a header but no data rows")
     values = np.empty((len(rows), len(header)), dtype=np.float64)
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise ValueError(f"{path}, line {line}: {len(row)} fields, header has {len(header)}")
+            raise ConfigError(f"{path}, line {line}: {len(row)} fields, header has {len(header)}")
         for column, cell in enumerate(row):
             try:
                 values[line - 2, column] = float(cell)
             except ValueError:
-                raise ValueError(
+                raise ConfigError(
                     f"{path}, line {line}: column {header[column]!r} holds the non-numeric "
                     f"value {cell!r}. Encode it as numbers or remove the column"
                 ) from None
     if not np.isfinite(values).all():
         bad = header[int(np.argwhere(~np.isfinite(values))[0, 1])]
-        raise ValueError(f"{path}: column {bad!r} holds NaN or infinite values")
+        raise ConfigError(f"{path}: column {bad!r} holds NaN or infinite values")
     target_index = header.index(target)
     features = np.delete(values, target_index, axis=1)
     if features.shape[1] == 0:
-        raise ValueError(f"{path} has no feature columns besides the target {target!r}")
+        raise ConfigError(f"{path} has no feature columns besides the target {target!r}")
     return features, values[:, target_index]
 
 
@@ -97,7 +98,7 @@ def fetch_openml_table(
 ) -> tuple[np.ndarray, np.ndarray]:
     """An OpenML regression dataset (downloaded once into ``data_home``, cached after)."""
     if name is None and data_id is None:
-        raise ValueError("dataset: openml needs data.openml_name or data.openml_id")
+        raise ConfigError("dataset: openml needs data.openml_name or data.openml_id")
     name = PAPER_OPENML_NAMES.get(name.lower(), name) if name else None
     try:
         bunch = skdatasets.fetch_openml(
@@ -118,5 +119,5 @@ def fetch_openml_table(
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.float64).reshape(len(x), -1)
     if y.shape[1] != 1:
-        raise ValueError(f"OpenML dataset {name or data_id!r} has {y.shape[1]} targets; name one")
+        raise ConfigError(f"OpenML dataset {name or data_id!r} has {y.shape[1]} targets; name one")
     return x, y[:, 0]

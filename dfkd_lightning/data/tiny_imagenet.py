@@ -19,6 +19,8 @@ from typing import Any, Literal
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dfkd_lightning.errors import ConfigError
+
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 ZIP_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
@@ -48,7 +50,7 @@ class TinyImageNet(Dataset):
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
         self.base = Path(root) / FOLDER
         self.split = split
         self.transform = transform

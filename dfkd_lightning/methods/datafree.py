@@ -21,8 +21,10 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from dfkd_lightning.callbacks.base import run_sample_callbacks
+from dfkd_lightning.errors import ConfigError, UserError
 from dfkd_lightning.methods.evaluators import build_evaluator
 from dfkd_lightning.methods.frozen_teacher import StudentWithFrozenTeacher, load_frozen_teacher
+from dfkd_lightning.methods.hyperparameters import record_hyperparameters
 from dfkd_lightning.methods.manual_steps import ManualSteps
 from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.optim import build_optimization
@@ -48,7 +50,7 @@ CHECKPOINT_FORMAT = 2
 StudentSamples = Literal["pool", "fresh", "reuse"]
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """A checkpoint written by an older layout of the data-free methods."""
 
 
@@ -121,13 +123,21 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        record_hyperparameters(self)
         self.automatic_optimization = False
+        if batch_size < 1 or synthesis_batch_size < 1:
+            raise ConfigError(
+                f"batch_size and synthesis_batch_size must be >= 1, got {batch_size} and "
+                f"{synthesis_batch_size}"
+            )
+        if warmup < 0:
+            raise ConfigError(f"warmup must be >= 0 epochs, got {warmup}")
         if kd_steps < 1 or g_steps < 0:
-            raise ValueError(f"kd_steps must be >= 1 and g_steps >= 0, got {kd_steps}, {g_steps}")
+            raise ConfigError(f"kd_steps must be >= 1 and g_steps >= 0, got {kd_steps}, {g_steps}")
         if synthesis_size is not None and synthesis_size < 1:
-            raise ValueError(f"synthesis_size must be >= 1 or null, got {synthesis_size}")
+            raise ConfigError(f"synthesis_size must be >= 1 or null, got {synthesis_size}")
         if keep not in ("best", "last"):
-            raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+            raise ConfigError(f"keep must be 'best' or 'last', got {keep!r}")
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
         self.is_image = len(self.input_shape) == 3
@@ -135,6 +145,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         self.register_buffer("_std", self._channel_constants(std), persistent=False)
         self.mean, self.std = tuple(mean), tuple(std)
         self.teacher, self.student = self.build_networks(teacher, student, teacher_checkpoint)
+        self.teacher_checkpoint = teacher_checkpoint
         self.evaluation = build_evaluator(num_classes if num_classes > 0 else None)
         self.batch_size, self.synthesis_batch_size = batch_size, synthesis_batch_size
         self.kd_steps, self.g_steps, self.warmup, self.keep = kd_steps, g_steps, warmup, keep
@@ -161,7 +172,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
             "pool" if synthesizer.pools else "fresh"
         )
         if self.student_samples not in ("pool", "fresh", "reuse"):
-            raise ValueError(f"student_samples must be pool, fresh or reuse: {student_samples!r}")
+            raise ConfigError(f"student_samples must be pool, fresh or reuse: {student_samples!r}")
         self.synthesis_objective = build_objective(
             self.default_synthesis_loss if synthesis_loss is None else synthesis_loss
         )
@@ -203,7 +214,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
 
     def _default_synthesizer(self) -> Synthesizer:
         if self.default_synthesizer is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} has no default synthesizer: set model.init_args."
                 "synthesizer (a class_path, e.g. dfkd_lightning.synthesis.synthesizers."
                 "LearnablePixels)"
@@ -481,7 +492,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get(
             "find_unused_parameters", False
         ):
-            raise ValueError(
+            raise ConfigError(
                 "data-free methods alternate the student's and the synthesizer's optimizers, "
                 "which DDP only allows with unused-parameter detection: use "
                 "--trainer.strategy ddp_find_unused_parameters_true (configs/trainer/ddp.yaml)"

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.losses import kd_loss
+from dfkd_lightning.methods.hyperparameters import record_hyperparameters
 from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.optim import build_optimization
 
@@ -39,7 +41,12 @@ class KnowledgeDistillation(TeacherStudentModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
     ) -> None:
         super().__init__(teacher, student, teacher_checkpoint, num_classes, input_shape, mean, std)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if temperature <= 0 or kd_weight < 0 or ce_weight < 0:
+            raise ConfigError(
+                f"temperature must be > 0 and kd_weight, ce_weight >= 0, got {temperature}, "
+                f"{kd_weight}, {ce_weight}"
+            )
+        record_hyperparameters(self)
         self.optimizer = optimizer
         self.scheduler = scheduler
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.nets import build_classifier, load_classifier_weights
+from dfkd_lightning.records.provenance import pretrained_source
 
 Net = TypeVar("Net", bound=nn.Module)
 
@@ -19,7 +21,7 @@ def freeze_pretrained(net: Net, checkpoint: str | Path | None, hint: str) -> Net
     ``hint`` ends the error raised when no checkpoint is given: what to pass or train.
     """
     if checkpoint is None:
-        raise ValueError(
+        raise ConfigError(
             f"a distillation run needs a trained teacher but teacher_checkpoint is not set; {hint}"
         )
     load_classifier_weights(net, checkpoint)
@@ -47,6 +49,13 @@ class StudentWithFrozenTeacher:
 
     teacher: nn.Module
     student: nn.Module
+    teacher_checkpoint: str | Path | None = None
+
+    @property
+    def pretrained_sources(self) -> dict[str, dict[str, Any]]:
+        """The teacher's checkpoint file and its SHA-256 (for the run's provenance)."""
+        checkpoint = self.teacher_checkpoint
+        return {"teacher": pretrained_source(checkpoint)} if checkpoint else {}
 
     def evaluated_net(self) -> nn.Module:
         return self.student

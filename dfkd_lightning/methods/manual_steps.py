@@ -7,8 +7,10 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
+from dfkd_lightning.errors import UserError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss term became NaN or infinite."""
 
 
@@ -30,8 +32,9 @@ class ManualSteps(LightningModule):
             ]
             raise NonFiniteLossError(
                 f"{prefix} loss terms {bad} became NaN/inf at epoch {self.current_epoch}, "
-                f"step {self.global_step}. Lower the learning rates (student optimizer, lr_g), "
-                "the loss weights of those terms, or use bf16-mixed / 32-true instead of 16-mixed"
+                f"step {self.global_step}. Lower the learning rates (the student's optimizer, the "
+                "synthesizer's lr) or the weights of those terms, or use bf16-mixed or 32-true "
+                "instead of 16-mixed"
             )
         return values
 

@@ -108,7 +108,6 @@ class DataFreeRegression(DataFreeDistillation):
             pool_storage="float32",
             optimizer=optimizer or rmsprop_default,
         )
-        self.save_hyperparameters(ignore=["optimizer", "synthesizer"])
         self.in_features = in_features
 
     def build_networks(

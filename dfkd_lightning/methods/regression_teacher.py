@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from dfkd_lightning.methods.hyperparameters import record_hyperparameters
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
 from dfkd_lightning.nets.mlp import MLPRegressor
 from dfkd_lightning.optim import build_optimization
@@ -37,7 +38,7 @@ class RegressionTeacherTraining(RegressorEvaluation):
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(in_features)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        record_hyperparameters(self)
         self.net = MLPRegressor(in_features, 1, hidden, activation)
         self.optimizer, self.scheduler = optimizer, scheduler
 

@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
+from dfkd_lightning.methods.hyperparameters import record_hyperparameters
 from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.optim import build_optimization
 
@@ -35,7 +36,7 @@ class TeacherTraining(ClassifierEvaluation):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(num_classes, input_shape, mean, std)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        record_hyperparameters(self)
         self.net = build_classifier(arch, num_classes=num_classes, in_channels=input_shape[0])
         self.optimizer = optimizer
         self.scheduler = scheduler

@@ -33,6 +33,7 @@ class TeacherStudentModule(StudentWithFrozenTeacher, LightningModule):
         self.input_shape = tuple(input_shape)
         self.mean, self.std = tuple(mean), tuple(std)
         self.teacher = load_frozen_teacher(teacher, teacher_checkpoint, num_classes, input_shape[0])
+        self.teacher_checkpoint = teacher_checkpoint
         self.student = build_classifier(
             student, num_classes=num_classes, in_channels=input_shape[0]
         )

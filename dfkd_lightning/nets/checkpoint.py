@@ -22,15 +22,19 @@ import pickle
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
+
+from dfkd_lightning.errors import UserError
 
 __all__ = [
     "AUTO_PREFIXES",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "load_classifier_weights",
+    "read_checkpoint",
 ]
 
 #: Prefixes tried, in order, when ``prefix=None``.
@@ -40,7 +44,7 @@ _EXAMPLES = 3
 _OPTIONAL_SUFFIX = "num_batches_tracked"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint cannot be loaded into the given net (wrong classes, arch, or format)."""
 
 
@@ -99,8 +103,11 @@ def load_classifier_weights(
     return net
 
 
-def _read_state_dict(location: str) -> dict[str, torch.Tensor]:
-    """Read ``location`` safely and return the tensor entries of its state dict."""
+def read_checkpoint(location: str | os.PathLike[str]) -> Any:
+    """``torch.load(location, map_location="cpu", weights_only=True)``, with errors that name
+    the file and the fix: missing, not written by ``torch.save``, truncated or corrupt, or
+    holding Python objects (refused without running them)."""
+    location = os.fspath(location)
     if not os.path.exists(location):
         resolved = os.path.abspath(location)
         where = "" if resolved == location else f" (resolved to {resolved})"
@@ -108,7 +115,7 @@ def _read_state_dict(location: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(location):
         raise CheckpointNotFoundError(f"checkpoint path {location} is not a file")
     try:
-        payload = torch.load(location, map_location="cpu", weights_only=True)
+        return torch.load(location, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported operand" in str(err):  # not a pickle stream at all
             raise CheckpointMismatchError(
@@ -119,15 +126,22 @@ def _read_state_dict(location: str) -> dict[str, torch.Tensor]:
         what = f" (e.g. {found.group(1)})" if found else ""
         raise CheckpointMismatchError(
             f"checkpoint {location} holds non-tensor objects{what} that "
-            "torch.load(weights_only=True) refuses to unpickle; only state dicts are accepted. "
-            "If you trust the file, re-save it as torch.save({'state_dict': "
-            "net.state_dict()}, path) (for a whole pickled model, save its state_dict)"
+            "torch.load(weights_only=True) refuses to unpickle (nothing in it was run); only "
+            "state dicts are accepted. If you trust the file, re-save it as "
+            "torch.save({'state_dict': net.state_dict()}, path) (for a whole pickled model, "
+            "save its state_dict)"
         ) from err
-    except (EOFError, KeyError, RuntimeError, ValueError) as err:
+    except (EOFError, OSError, KeyError, RuntimeError, ValueError) as err:
         raise CheckpointMismatchError(
-            f"checkpoint {location} could not be read by torch.load "
-            f"({type(err).__name__}: {err}); is it a file written by torch.save?"
+            f"checkpoint {location} is truncated or corrupt: torch.load failed with "
+            f"{type(err).__name__}: {err}. Copy the file again (an interrupted copy or "
+            "download leaves it cut short) or use another checkpoint"
         ) from err
+
+
+def _read_state_dict(location: str) -> dict[str, torch.Tensor]:
+    """Read ``location`` safely and return the tensor entries of its state dict."""
+    payload = read_checkpoint(location)
 
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]

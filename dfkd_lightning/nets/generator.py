@@ -46,6 +46,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["Generator", "GeneratorOutput"]
 
 GeneratorOutput = Literal["sigmoid", "tanh", "bn"]
@@ -74,9 +76,9 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         if img_size <= 0 or img_size % 4 != 0:
-            raise ValueError(f"img_size must be a positive multiple of 4, got {img_size}")
+            raise ConfigError(f"img_size must be a positive multiple of 4, got {img_size}")
         if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+            raise ConfigError(f"output must be one of {_OUTPUTS}, got {output!r}")
         self.nz = nz
         self.ngf = ngf
         self.img_size = img_size

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["ACTIVATIONS", "MLPRegressor"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -37,7 +39,7 @@ class MLPRegressor(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}"
             )
         layers: list[nn.Module] = []

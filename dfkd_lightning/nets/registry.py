@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.nets.lenet import LeNet5, LeNet5BN, LeNet5Half, LeNet5HalfBN
 from dfkd_lightning.nets.resnet import ResNet18, ResNet34
 from dfkd_lightning.nets.resnet_tiny import ResNet8, ResNet20
@@ -47,7 +48,7 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 3) -> nn.Mo
     try:
         constructor = CLASSIFIERS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown classifier {name!r}; available: {', '.join(available_classifiers())}"
         ) from None
     return constructor(num_classes=num_classes, in_channels=in_channels)

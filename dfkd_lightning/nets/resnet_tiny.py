@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["ResNet8", "ResNet20", "ThinResNet", "TinyBasicBlock"]
 
 
@@ -48,7 +50,7 @@ class ThinResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
-            raise ValueError(f"depth must be 6n + 2 (e.g. 8, 20, 32), got {depth}")
+            raise ConfigError(f"depth must be 6n + 2 (e.g. 8, 20, 32), got {depth}")
         blocks = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["VGG", "VGG8", "VGG11"]
 
 VGG8_STAGES: tuple[tuple[int, ...], ...] = ((64,), (128,), (256,), (512,), (512,))
@@ -51,7 +53,7 @@ class VGG(nn.Module):
     ) -> None:
         super().__init__()
         if len(stages) != 5:
-            raise ValueError(f"VGG needs exactly 5 stages, got {len(stages)}")
+            raise ConfigError(f"VGG needs exactly 5 stages, got {len(stages)}")
         channels = in_channels
         for index, widths in enumerate(stages):
             self.add_module(f"block{index}", _conv_stage(widths, channels))

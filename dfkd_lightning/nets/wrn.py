@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["WRN16_1", "WRN16_2", "WRN40_1", "WRN40_2", "WideBasicBlock", "WideResNet"]
 
 
@@ -81,7 +83,7 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
-            raise ValueError(f"WRN depth must be 6n + 4 (e.g. 16, 28, 40), got {depth}")
+            raise ConfigError(f"WRN depth must be 6n + 4 (e.g. 16, 28, 40), got {depth}")
         n = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
         self.feature_dim = widths[3]

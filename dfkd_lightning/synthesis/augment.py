@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["BatchAugment", "crop_boxes", "random_jitter"]
 
 
@@ -82,15 +84,17 @@ class BatchAugment(nn.Module):
     ) -> None:
         super().__init__()
         if crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+            raise ConfigError(f"crop_padding must be >= 0, got {crop_padding}")
         if padding_mode not in ("constant", "reflect"):
-            raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
+            raise ConfigError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
         if resized_crop_scale is not None:
             low, high = resized_crop_scale
             if not 0 < low <= high:
-                raise ValueError(f"resized_crop_scale must satisfy 0 < min <= max, got {low, high}")
+                raise ConfigError(
+                    f"resized_crop_scale must satisfy 0 < min <= max, got {low, high}"
+                )
         if not 0 < resized_crop_ratio[0] <= resized_crop_ratio[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"resized_crop_ratio must satisfy 0 < min <= max: {resized_crop_ratio}"
             )
         self.crop_padding = int(crop_padding)
@@ -230,7 +234,7 @@ class RandomJitter(nn.Module):
     def __init__(self, max_shift: int = 2, flip: bool = True) -> None:
         super().__init__()
         if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+            raise ConfigError(f"max_shift must be >= 0, got {max_shift}")
         self.max_shift, self.flip = int(max_shift), flip
 
     def extra_repr(self) -> str:

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["BNStatisticsHook", "BNStatisticsLoss"]
 
 
@@ -193,7 +195,7 @@ class BNStatisticsLoss:
                 self.names.append(name or "_root")
                 self.hooks.append(BNStatisticsHook(module, momentum=self.momentum))
         if not self.hooks:
-            raise ValueError("the network has no BatchNorm layer with running statistics")
+            raise ConfigError("the network has no BatchNorm layer with running statistics")
         for hook in self.hooks:
             hook.enabled = not gated
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = ["ContrastiveHead", "FeatureMemoryBank", "contrastive_loss"]
 
 
@@ -58,7 +60,7 @@ class FeatureMemoryBank:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if capacity <= 0 or dim <= 0:
-            raise ValueError(f"capacity and dim must be positive, got {capacity}, {dim}")
+            raise ConfigError(f"capacity and dim must be positive, got {capacity}, {dim}")
         self.capacity = int(capacity)
         self.dim = int(dim)
         self.data = torch.zeros(self.capacity, self.dim, device=device, dtype=dtype)

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dfkd_lightning.errors import ConfigError
+
 __all__ = [
     "FAST_DATAFREE_REPTILE_SCALE",
     "accumulate_first_order_gradient",
@@ -65,7 +67,7 @@ def reinitialize(
         reset_running_stats: also reset BatchNorm running statistics (CMI does not).
     """
     if scheme not in ("cmi", "default"):
-        raise ValueError(f"scheme must be 'cmi' or 'default', got {scheme!r}")
+        raise ConfigError(f"scheme must be 'cmi' or 'default', got {scheme!r}")
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, _BatchNorm):

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from dfkd_lightning.errors import ConfigError, MissingFileError
 from dfkd_lightning.synthesis.batch import NO_TARGET, SyntheticBatch
 
 __all__ = ["SyntheticPool", "rank_directory", "shard_path", "targets_path"]
@@ -118,13 +119,13 @@ class SyntheticPool:
         cache_shards: int = 32,
     ) -> None:
         if capacity is not None and capacity <= 0:
-            raise ValueError(f"capacity must be positive or None, got {capacity}")
+            raise ConfigError(f"capacity must be positive or None, got {capacity}")
         if storage not in _DTYPES:
-            raise ValueError(f"storage must be one of {sorted(_DTYPES)}, got {storage!r}")
+            raise ConfigError(f"storage must be one of {sorted(_DTYPES)}, got {storage!r}")
         if shard_size <= 0:
-            raise ValueError(f"shard_size must be positive, got {shard_size}")
+            raise ConfigError(f"shard_size must be positive, got {shard_size}")
         if cache_shards <= 0:
-            raise ValueError(f"cache_shards must be positive, got {cache_shards}")
+            raise ConfigError(f"cache_shards must be positive, got {cache_shards}")
         self.capacity = capacity
         self.storage: Storage = storage
         self.dtype = _DTYPES[storage]
@@ -580,14 +581,14 @@ class SyntheticPool:
         """
         kind = "disk" if self.on_disk else "memory"
         if state.get("kind") != kind:
-            raise ValueError(f"cannot load a {state.get('kind')} pool state into a {kind} pool")
+            raise ConfigError(f"cannot load a {state.get('kind')} pool state into a {kind} pool")
         if state.get("storage") != self.storage:
-            raise ValueError(
+            raise ConfigError(
                 f"state stores {state.get('storage')!r} images, this pool {self.storage!r}"
             )
         version = int(state.get("version", 1))
         if version > _STATE_VERSION:
-            raise ValueError(
+            raise ConfigError(
                 f"pool state version {version} is newer than this release's {_STATE_VERSION}"
             )
         self._fresh = False
@@ -638,8 +639,9 @@ class SyntheticPool:
             needed.append(self._next_id)  # the partial shard that state_dict flushed
         missing = [s for s in needed if not shard_path(self.directory, s).exists()]
         if missing:
-            raise FileNotFoundError(
-                f"shards {missing} of the saved pool are missing from {self.directory}"
+            raise MissingFileError(
+                f"shards {missing} of the saved pool are missing from {self.directory}: "
+                "resume with the pool_directory the run wrote, with its files in place"
             )
         self._buffer = self._buffer_targets = None
         if self._count:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from dfkd_lightning.errors import ConfigError
+
 
 def generator_loss(
     teacher_out: torch.Tensor,
@@ -30,7 +32,7 @@ def generator_loss(
     if input_penalty == "batch":
         norms = norms.sum().expand_as(norms)
     elif input_penalty != "sample":
-        raise ValueError(f"input_penalty must be 'sample' or 'batch', got {input_penalty!r}")
+        raise ConfigError(f"input_penalty must be 'sample' or 'batch', got {input_penalty!r}")
     return (-gap + beta * norms + gamma * student_out.pow(2).flatten(1).sum(1)).mean()
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.nets.generator import Generator, GeneratorOutput
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.meta import (
@@ -177,7 +178,7 @@ class MetaGenerator(Synthesizer):
     ) -> None:
         super().__init__()
         if meta_update not in ("maml", "reptile"):
-            raise ValueError(f"meta_update must be 'maml' or 'reptile', got {meta_update!r}")
+            raise ConfigError(f"meta_update must be 'maml' or 'reptile', got {meta_update!r}")
         self.nz, self.ngf = nz, ngf
         self.lr, self.lr_z, self.betas = lr, lr_z, tuple(betas)
         self.meta_update, self.reptile_scale = meta_update, reptile_scale
@@ -285,7 +286,7 @@ class ConditionalGenerator(PersistentGenerator):
 
     def bind(self, spec: SampleSpec) -> None:
         if spec.num_classes < 1:
-            raise ValueError("a class-conditional generator needs classes (num_classes >= 1)")
+            raise ConfigError("a class-conditional generator needs classes (num_classes >= 1)")
         super().bind(spec)
         self.embedding = nn.Embedding(spec.num_classes, self.nz)
         nn.init.normal_(self.embedding.weight, 1.0, 0.02)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.nets.mlp import MLPRegressor
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.regression import latin_hypercube
@@ -17,7 +18,7 @@ __all__ = ["DirectOptimization", "GaussianSampler", "LatinHypercubeSampler", "Ta
 
 def _features(spec: SampleSpec) -> int:
     if len(spec.shape) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"tabular synthesizers make feature vectors, got sample shape {spec.shape}"
         )
     return spec.shape[0]
@@ -88,7 +89,7 @@ class LatinHypercubeSampler(Synthesizer):
     def __init__(self, box: tuple[float, float] = (-3.0, 3.0)) -> None:
         super().__init__()
         if box[0] >= box[1]:
-            raise ValueError(f"box must be (low, high) with low < high, got {box}")
+            raise ConfigError(f"box must be (low, high) with low < high, got {box}")
         self.box = (float(box[0]), float(box[1]))
 
     def render(self, n: int | None = None) -> SyntheticBatch:
@@ -110,7 +111,7 @@ class DirectOptimization(Synthesizer):
     def __init__(self, steps: int = 2, lr: float = 0.1, weight_decay: float = 1e-5) -> None:
         super().__init__()
         if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+            raise ConfigError(f"steps must be >= 0, got {steps}")
         self.steps, self.lr, self.weight_decay = steps, lr, weight_decay
         self._loss: Callable[[SyntheticBatch], torch.Tensor] | None = None
 

@@ -15,12 +15,14 @@ A weight of 0 switches a term off (it is not computed). Each term is logged unde
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
 
@@ -50,6 +52,8 @@ class LossTerm(nn.Module):
     registered_name: str = ""
     #: One-line summary shown by ``dfkd list``; defaults to the docstring's first line.
     summary: str = ""
+    #: Whether a negative weight makes sense (a term to maximise); otherwise it is an error.
+    accepts_negative_weight: bool = False
 
     @property
     def needs(self) -> Needs:
@@ -96,9 +100,9 @@ def _import(path: str) -> type[LossTerm]:
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"cannot import loss term class_path {path!r}: {error}") from None
+        raise ConfigError(f"cannot import loss term class_path {path!r}: {error}") from None
     if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
-        raise ValueError(f"{path} is not a LossTerm subclass")
+        raise ConfigError(f"{path} is not a LossTerm subclass")
     return cls
 
 
@@ -107,7 +111,7 @@ def _term_class(name: str, options: dict[str, Any]) -> type[LossTerm]:
         return _import(options.pop("class_path"))
     registered = options.pop("term", name)
     if registered not in TERMS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown loss term {registered!r}; registered terms: {sorted(TERMS)} "
             "(or give a class_path to your own LossTerm)"
         )
@@ -181,6 +185,17 @@ class Objective(nn.Module):
                 self.terms[name].load_rank_state(term_state)
 
 
+def _checked_weight(name: str, weight: Any, cls: type[LossTerm]) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+        raise ConfigError(f"loss term {name!r}: the weight must be a finite number, got {weight!r}")
+    if weight < 0 and not cls.accepts_negative_weight:
+        raise ConfigError(
+            f"loss term {name!r}: negative weight {weight} would maximise the term; "
+            f"{cls.__name__} is a loss to minimise: give a weight >= 0 (0 switches it off)"
+        )
+    return float(weight)
+
+
 def build_objective(spec: ObjectiveSpec | None) -> Objective:
     """An :class:`Objective` from its YAML mapping (see the module docstring)."""
     terms: dict[str, LossTerm] = {}
@@ -192,16 +207,17 @@ def build_objective(spec: ObjectiveSpec | None) -> Objective:
         elif isinstance(entry, int | float) and not isinstance(entry, bool):
             options = {"weight": entry}
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"loss term {name!r}: expected a weight or a mapping of options, got {entry!r}"
             )
-        weights[name] = float(options.pop("weight", 1.0))
+        weight = options.pop("weight", 1.0)
         if options.pop("after_warmup", False):
             after_warmup.add(name)
         cls = _term_class(name, options)
+        weights[name] = _checked_weight(name, weight, cls)
         options.update(options.pop("init_args", None) or {})
         try:
             terms[name] = cls(**options)
         except TypeError as error:
-            raise ValueError(f"loss term {name!r} ({cls.__name__}): {error}") from None
+            raise ConfigError(f"loss term {name!r} ({cls.__name__}): {error}") from None
     return Objective(terms, weights, after_warmup)

@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis import losses
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
@@ -47,7 +48,7 @@ class BNStatisticsTerm(LossTerm):
     def __init__(self, momentum: float = 0.0, first_bn_multiplier: float = 1.0) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"bn momentum must lie in [0, 1), got {momentum}")
+            raise ConfigError(f"bn momentum must lie in [0, 1), got {momentum}")
         self.momentum, self.first_bn_multiplier = float(momentum), float(first_bn_multiplier)
 
     @property

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.bn_statistics import BNStatisticsLoss
 
@@ -77,7 +78,7 @@ def _stage_outputs(net: nn.Module, names: Sequence[str]) -> Iterator[dict[str, t
     modules = dict(net.named_modules())
     missing = [name for name in names if name not in modules]
     if missing:
-        raise ValueError(f"{type(net).__name__} has no modules {missing}")
+        raise ConfigError(f"{type(net).__name__} has no modules {missing}")
 
     def keeper(name: str):
         def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.augment import BatchAugment
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.contrastive import (
@@ -64,7 +65,7 @@ class ContrastiveTerm(LossTerm):
             if isinstance(m, nn.modules.batchnorm._BatchNorm)
         )
         if feature_dim == 0:
-            raise ValueError("CMI's contrastive term needs a teacher with BatchNorm layers")
+            raise ConfigError("CMI's contrastive term needs a teacher with BatchNorm layers")
         self.head = ContrastiveHead(feature_dim, self.head_dim)
         self.memory_bank = FeatureMemoryBank(self.bank_size, 2 * feature_dim)
 

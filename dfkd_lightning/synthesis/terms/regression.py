@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
 
@@ -49,7 +50,7 @@ class InputNormTerm(LossTerm):
     def __init__(self, penalty: Literal["sample", "batch"] = "sample") -> None:
         super().__init__()
         if penalty not in ("sample", "batch"):
-            raise ValueError(f"input_norm penalty must be 'sample' or 'batch', got {penalty!r}")
+            raise ConfigError(f"input_norm penalty must be 'sample' or 'batch', got {penalty!r}")
         self.penalty = penalty
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -82,9 +83,9 @@ class MixedMSETerm(LossTerm):
     def __init__(self, alpha: float | Literal["decreasing"] = "decreasing") -> None:
         super().__init__()
         if isinstance(alpha, str) and alpha != "decreasing":
-            raise ValueError(f"alpha must be a number in [0, 1] or 'decreasing', got {alpha!r}")
+            raise ConfigError(f"alpha must be a number in [0, 1] or 'decreasing', got {alpha!r}")
         if not isinstance(alpha, str) and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+            raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
         self.alpha = alpha
 
     @property
@@ -95,7 +96,7 @@ class MixedMSETerm(LossTerm):
         if self.alpha != "decreasing":
             return float(self.alpha)
         if max_epochs is None or max_epochs < 1:
-            raise ValueError("alpha='decreasing' needs --trainer.max_epochs (it reaches 0 there)")
+            raise ConfigError("alpha='decreasing' needs --trainer.max_epochs (it reaches 0 there)")
         return max(0.0, 1.0 - (epoch + 1) / max_epochs)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:

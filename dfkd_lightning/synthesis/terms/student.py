@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 
+from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.losses import kd_loss
 from dfkd_lightning.synthesis import losses
 from dfkd_lightning.synthesis.stage_outputs import default_stage_names
@@ -71,7 +72,7 @@ class AttentionTransferTerm(LossTerm):
         self.teacher_stages = self.teacher_stages or tuple(default_stage_names(module.teacher))
         self.student_stages = self.student_stages or tuple(default_stage_names(module.student))
         if not self.teacher_stages or len(self.teacher_stages) != len(self.student_stages):
-            raise ValueError(
+            raise ConfigError(
                 f"attention transfer pairs stages one to one, but the teacher has "
                 f"{list(self.teacher_stages)} and the student {list(self.student_stages)}; set "
                 "the at term's teacher_stages / student_stages to lists of equal length"
