@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,43 +29,55 @@ LINKED_TO_MODEL = ("num_classes", "input_shape", "mean", "std", "in_features")
 LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
-def saved_model_arguments(
-    args: list[str], subcommands: Mapping[str, Any]
-) -> tuple[str | None, list[str]]:
-    """The class a ``--ckpt_path`` checkpoint was written by, and ``args`` with its saved
-    model settings inserted right after the subcommand (so everything given later wins)."""
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """What the CLI checks of a ``--ckpt_path`` before the run (the file is read once)."""
+
+    #: The model class that wrote it (None: written without the CLI).
+    class_path: str | None
+    #: Its saved model settings, less the DataModule-linked ones.
+    init_args: dict[str, Any]
+    #: The names of its weights (None: not a Lightning checkpoint).
+    weight_names: frozenset[str] | None
+
+    @classmethod
+    def read(cls, path: str) -> SavedCheckpoint:
+        checkpoint = read_checkpoint(path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        state = checkpoint.get("state_dict")
+        return cls(
+            class_path=hparams.get("_class_path"),
+            init_args={
+                k: v for k, v in hparams.items() if k not in LINKED_TO_MODEL and k[0] != "_"
+            },
+            weight_names=frozenset(state) if isinstance(state, Mapping) else None,
+        )
+
+    def check_fits(self, model: LightningModule, ckpt_path: str) -> None:
+        """Stop before a run whose ``--ckpt_path`` holds the weights of another model."""
+        name = type(model).__name__
+        if self.weight_names is None:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict); "
+                "to start from a network's weights, give it as teacher_checkpoint instead"
+            )
+        expected = set(model.state_dict())
+        missing = sorted(expected - self.weight_names)
+        foreign = sorted(self.weight_names - expected)
+        if missing or foreign:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} holds the weights of another model than {name}: "
+                f"{len(missing)} of {name}'s weights are not in it (e.g. {missing[:2]}) and "
+                f"{len(foreign)} of its weights are not {name}'s (e.g. {foreign[:2]}). Resume "
+                "with the config that wrote the checkpoint"
+            )
+
+
+def ckpt_path_argument(args: list[str]) -> str | None:
+    """The last ``--ckpt_path`` on the command line that names a file, or None."""
     paths = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
     paths += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
-    at = next((i for i, a in enumerate(args) if a in subcommands), None)
-    if not paths or at is None or paths[-1] in LIGHTNING_CKPT_ALIASES:
-        return None, args
-    hparams = dict(read_checkpoint(paths[-1]).get("hyper_parameters") or {})
-    saved = hparams.pop("_class_path", None)
-    if saved is None:  # written without the CLI: the weights are checked before the run
-        return None, args
-    init_args = {k: v for k, v in hparams.items() if k not in LINKED_TO_MODEL and k[0] != "_"}
-    model = json.dumps({"class_path": saved, "init_args": init_args})
-    return saved, [*args[: at + 1], "--model", model, *args[at + 1 :]]
-
-
-def check_checkpoint_fits(model: LightningModule, ckpt_path: str) -> None:
-    """Stop before a run whose ``--ckpt_path`` holds the weights of another model."""
-    state = read_checkpoint(ckpt_path).get("state_dict")
-    name = type(model).__name__
-    if not isinstance(state, dict):
-        raise ConfigError(
-            f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict); to "
-            "start from a network's weights, give it as teacher_checkpoint instead"
-        )
-    expected = set(model.state_dict())
-    missing, foreign = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or foreign:
-        raise ConfigError(
-            f"--ckpt_path {ckpt_path} holds the weights of another model than {name}: "
-            f"{len(missing)} of {name}'s weights are not in it (e.g. {missing[:2]}) and "
-            f"{len(foreign)} of its weights are not {name}'s (e.g. {foreign[:2]}). Resume "
-            "with the config that wrote the checkpoint"
-        )
+    return paths[-1] if paths and paths[-1] not in LIGHTNING_CKPT_ALIASES else None
 
 
 #: The subcommands the suite adds to Lightning's (``dfkd --help`` lists them).
@@ -128,22 +141,40 @@ class DFKDCLI(LightningCLI):
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, with the model settings a ``--ckpt_path`` checkpoint saved as the base that
-        the configs and the command line override."""
+        """Parse, with the model settings a ``--ckpt_path`` checkpoint saved inserted right
+        after the subcommand: the configs and the command line given later override them."""
         args = list(sys.argv[1:] if args is None else args)
-        self._saved_class_path, base = saved_model_arguments(args, self.subcommands())
+        self._saved_checkpoints: dict[str, SavedCheckpoint] = {}
+        path = ckpt_path_argument(args)
+        at = next((i for i, a in enumerate(args) if a in self.subcommands()), None)
+        if path is not None and at is not None:
+            saved = self._saved_checkpoint(path)
+            if saved.class_path is not None:
+                model = json.dumps({"class_path": saved.class_path, "init_args": saved.init_args})
+                args = [*args[: at + 1], "--model", model, *args[at + 1 :]]
         with warnings.catch_warnings():  # main() passes argv as args on purpose
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            super().parse_arguments(parser, base)
+            super().parse_arguments(parser, args)
+
+    def _saved_checkpoint(self, path: str) -> SavedCheckpoint:
+        if path not in self._saved_checkpoints:
+            self._saved_checkpoints[path] = SavedCheckpoint.read(path)
+        return self._saved_checkpoints[path]
+
+    def _ckpt_path(self, subcommand: str | None) -> str | None:
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        return ckpt_path if ckpt_path and ckpt_path not in LIGHTNING_CKPT_ALIASES else None
 
     def _parse_ckpt_path(self) -> None:
         """Stop when the config's model is another class than the checkpoint's."""
         subcommand = self.config.get("subcommand")
-        model = self.config[subcommand].get("model") if subcommand else None
+        ckpt_path = self._ckpt_path(subcommand)
+        if ckpt_path is None:
+            return
+        model = self.config[subcommand].get("model")
         given = model.get("class_path") if model is not None else None
-        saved = self._saved_class_path
+        saved = self._saved_checkpoint(ckpt_path).class_path
         if saved is not None and given is not None and saved != given:
-            ckpt_path = self.config[subcommand].get("ckpt_path")
             raise ConfigError(
                 f"--ckpt_path {ckpt_path} was written by {saved}, but the config trains "
                 f"{given}. Resume a run with the config that made it, or load weights into "
@@ -151,9 +182,9 @@ class DFKDCLI(LightningCLI):
             )
 
     def _run_subcommand(self, subcommand: str) -> None:
-        ckpt_path = self.config[subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_ALIASES:
-            check_checkpoint_fits(self.model, ckpt_path)
+        ckpt_path = self._ckpt_path(subcommand)
+        if ckpt_path is not None:
+            self._saved_checkpoint(ckpt_path).check_fits(self.model, ckpt_path)
         super()._run_subcommand(subcommand)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

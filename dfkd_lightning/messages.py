@@ -69,8 +69,8 @@ def _condensed(text: str) -> str:
         if key := _PARSER_KEY.fullmatch(line):
             path.append(key.group(1))
         elif problem := _PROBLEM_WITH_CLASS.fullmatch(line):
-            name = problem.group(1).rsplit(".", 1)[-1]
-            path.append(f"({name})") if not path else path.append(f"{path.pop()} ({name})")
+            owner = path.pop() + " " if path else ""
+            path.append(f"{owner}({problem.group(1).rsplit('.', 1)[-1]})")
         else:
             reasons.append(line)
     if not reasons:

@@ -144,27 +144,31 @@ def fake_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def tiny_fake_args(method: str, teacher: Path | str, *overrides: str, quiet=QUIET) -> list[str]:
+    """``dfkd fit`` arguments for a few steps of ``method``'s digits YAML on fake 32x32 images,
+    without testing (``quiet``: the options that keep it from writing)."""
+    return [
+        "fit",
+        "--config",
+        str(DIGITS_EXPERIMENTS / f"{method}.yaml"),
+        *quiet,
+        *TINY,
+        *SMALL_BANK.get(method, []),
+        "--data.init_args.dataset",
+        "fake",
+        "--data.init_args.channels",
+        "1",
+        "--model.init_args.teacher_checkpoint",
+        str(teacher),
+        "--test_after_fit",
+        "false",
+        *overrides,
+    ]
+
+
 def tiny_fake_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
     """A few steps of ``method``'s digits YAML on fake 32x32 images, without testing."""
-    return DFKDCLI(
-        args=[
-            "fit",
-            "--config",
-            str(DIGITS_EXPERIMENTS / f"{method}.yaml"),
-            *QUIET,
-            *TINY,
-            *SMALL_BANK.get(method, []),
-            "--data.init_args.dataset",
-            "fake",
-            "--data.init_args.channels",
-            "1",
-            "--model.init_args.teacher_checkpoint",
-            str(teacher),
-            "--test_after_fit",
-            "false",
-            *overrides,
-        ]
-    )
+    return DFKDCLI(args=tiny_fake_args(method, teacher, *overrides))
 
 
 def small_method_options(teacher: Path, data: ClassificationDataModule, **overrides) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DIGITS_EXPERIMENTS, QUIET, SMALL_BANK, TINY
+from conftest import DIGITS_EXPERIMENTS, QUIET, tiny_fake_args
 
 from dfkd_lightning.cli import main
 from dfkd_lightning.nets import build_classifier
@@ -26,23 +26,7 @@ def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_cmi(teacher: Path | str, *overrides: str, method: str = "cmi") -> list[str]:
     """``dfkd fit`` on the digits CMI config at smoke-run size on fake data."""
-    return [
-        "fit",
-        "--config",
-        str(DIGITS_EXPERIMENTS / f"{method}.yaml"),
-        *QUIET,
-        *TINY,
-        *SMALL_BANK.get(method, []),
-        "--data.init_args.dataset",
-        "fake",
-        "--data.init_args.channels",
-        "1",
-        "--model.init_args.teacher_checkpoint",
-        str(teacher),
-        "--test_after_fit",
-        "false",
-        *overrides,
-    ]
+    return tiny_fake_args(method, teacher, *overrides)
 
 
 def user_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, DIGITS_EXPERIMENTS, SMALL_BANK, TINY
+from conftest import CONFIGS, DIGITS_EXPERIMENTS, tiny_fake_args
 
 from dfkd_lightning.cli import DFKDCLI, main
 
@@ -27,23 +27,7 @@ def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def dafl_args(teacher: Path, *overrides: str) -> list[str]:
     """A few DAFL steps on fake digits-shaped data, logging and checkpointing under runs/."""
-    return [
-        "fit",
-        "--config",
-        str(DIGITS_EXPERIMENTS / "dafl.yaml"),
-        *QUIET_BAR,
-        *TINY,
-        *SMALL_BANK.get("dafl", []),
-        "--data.init_args.dataset",
-        "fake",
-        "--data.init_args.channels",
-        "1",
-        "--model.init_args.teacher_checkpoint",
-        str(teacher),
-        "--test_after_fit",
-        "false",
-        *overrides,
-    ]
+    return tiny_fake_args("dafl", teacher, *overrides, quiet=QUIET_BAR)
 
 
 CKPT = Path("runs/digits/dafl/checkpoints/final.ckpt")
@@ -77,7 +61,9 @@ def test_offline_wandb_run_records_the_configuration(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cli = DFKDCLI(args=dafl_args(fake_teacher, "--config", str(CONFIGS / "logger/wandb.yaml")))
-    config = dict(cli.trainer.logger.experiment.config)  # what the run syncs as its config
+    run = cli.trainer.logger.experiment
+    config = dict(run.config)  # what the run syncs as its config
+    run.finish()  # a later test's logger starts its own run
     model = config["model"]
     assert model["kd_steps"] == 2
     assert model["synthesizer"]["class_path"].endswith("PersistentGenerator")
