@@ -270,7 +270,7 @@ def test_print_config_of_fit_shows_a_generated_experiment(
     assert info.value.code == 0
     model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
     assert model["synthesis_loss"]["oh"] == 0.5 and model["synthesis_loss"]["adv"]["weight"] == 1.33
-    assert model["synthesizer"]["init_args"]["reset_l0_epoch"] == 140
+    assert model["synthesizer"]["init_args"]["reset_l0_epoch"] == 139
 
 
 def _fake_teacher(directory: Path, arch: str, num_classes: int, config: dict[str, Any]) -> Path:

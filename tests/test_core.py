@@ -419,6 +419,16 @@ def _context(targets: torch.Tensor | None = None, features: bool = False) -> Ste
         ({"act": 1.0}, lambda c: -c.teacher.features.abs().mean()),
         ({"ie": 1.0}, lambda c: losses.information_entropy_loss(c.teacher.logits)),
         ({"kd": {"temperature": 4.0}}, lambda c: kd_loss(c.student.logits, c.teacher.logits, 4)),
+        (
+            {"kd": {"reduction": "mean"}},
+            lambda c: kd_loss(c.student.logits, c.teacher.logits, reduction="mean"),
+        ),
+        (
+            {"adv": {"agreeing_only": False, "reduction": "mean"}},
+            lambda c: losses.adversarial_kl_loss(
+                c.student.logits, c.teacher.logits, agreeing_only=False, reduction="mean"
+            ),
+        ),
         ({"l1": 1.0}, lambda c: (c.student.logits - c.teacher.logits).abs().mean()),
     ],
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else "",

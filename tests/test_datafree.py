@@ -35,11 +35,22 @@ def _argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def _hooks_left(net: torch.nn.Module) -> list[str]:
+    """The modules of ``net`` that still carry a forward, pre-forward or backward hook."""
+    return [
+        name or type(net).__name__
+        for name, module in net.named_modules()
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+    ]
+
+
 @pytest.mark.parametrize("method", sorted(DATA_FREE_METHODS))
 def test_every_method_runs_from_its_yaml_on_fake_data(method: str, fake_teacher: Path) -> None:
     cli = tiny_fake_run(method, fake_teacher)
     model = cli.model
     assert isinstance(model, DATA_FREE_METHODS[method])
+    # nothing is left on the networks after fit (ZSKT's attention hooks, the BN recorder)
+    assert _hooks_left(model.teacher) == [] and _hooks_left(model.student) == []
     assert model.student_steps == 4
     assert model.images_synthesized > 0
     pooled = model.student_samples == "pool"

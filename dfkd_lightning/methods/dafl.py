@@ -12,6 +12,10 @@ class DAFL(DataFreeDistillation):
     argmax (Eq. 3), minus the mean |penultimate feature| (Eq. 4), minus the entropy of the
     batch-mean prediction (Eq. 5); the student distils on generated images with KD.
 
+    Weights: the paper's and its code's ``oh 1, act 0.1, ie 5`` (the class default and the
+    configs). CMI's and Fast-Datafree's DAFL scripts use ``act 0.001`` and a balance term of 20
+    (``ie: 20``); DAFL's own README runs CIFAR-10 with ``oh 0.05, act 0.01, ie 5``.
+
     Differences from the released code: its ``L_ie`` uses log10 while the paper uses the
     natural log (``ie: {log_base: 10}`` is the code's); the code distils on the very batch the
     generator step used (``student_samples: reuse``), the default draws fresh samples.

@@ -68,6 +68,10 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     flip when ``student_augment``; ``fresh`` from the synthesizer, through the callbacks;
     ``reuse``: the round's last latents again) with the weighted ``student_loss``.
 
+    The pool is sampled uniformly with replacement; the releases of the pool methods
+    (DeepInversion, CMI, FastDFKD) rebuild a loader over it every round and draw its
+    reshuffled epochs (each image once per pass).
+
     Images: samples are in image space at ``synthesis_size`` (default: the input size); the
     networks see them upsampled bilinearly to the input size, augmented
     (``synthesis_augment`` during synthesis) and normalised with the dataset's mean/std.
@@ -268,6 +272,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         features: bool = False,
         stages: tuple[str, ...] = (),
         bn: bool = False,
+        input_means: tuple[str, ...] = (),
     ) -> NetOutput:
         """One teacher forward with what was asked for (``bn``: its BN statistics)."""
         recorder = None
@@ -276,7 +281,12 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
                 raise RuntimeError("BN statistics are recorded during fit only")
             recorder = self.bn_recorder
         return forward_with_features(
-            self.teacher, inputs, features=features, stages=stages, bn=recorder
+            self.teacher,
+            inputs,
+            features=features,
+            stages=stages,
+            bn=recorder,
+            input_means=input_means,
         )
 
     def outputs(
@@ -290,6 +300,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
                 features=needs.teacher_features,
                 stages=needs.teacher_stages,
                 bn=needs.teacher_bn and synthesis,
+                input_means=needs.teacher_input_means,
             )
         student = None
         if needs.runs_student or not synthesis:
@@ -311,7 +322,8 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         return loss, values, ctx
 
     def synthesis_weights(self) -> dict[str, float]:
-        return self.synthesis_objective.active(student_trains=self.current_epoch >= self.warmup)
+        epoch = self.current_epoch
+        return self.synthesis_objective.active(student_trains=epoch >= self.warmup, epoch=epoch)
 
     def synthesis_loss_of(self, batch: SyntheticBatch) -> torch.Tensor:
         """The synthesis loss of ``batch`` (logged under ``synth/``), for synthesizers that
@@ -327,6 +339,8 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         if not self.synthesizer.frozen_pretrained:
             extra = [p for p in self.synthesis_objective.parameters() if p.requires_grad]
             synthesis = self.synthesizer.configure_optimizers(extra)
+            if synthesis:
+                self.synthesis_objective.separate_parameter_groups(synthesis[0])
         optimizers = [student["optimizer"], *synthesis]
         if "lr_scheduler" in student:
             return optimizers, [student["lr_scheduler"]]
@@ -428,7 +442,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     def _student_step(self) -> None:
         optimizer = self.optimizers()
         optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
-        weights = self.student_objective.active()
+        weights = self.student_objective.active(epoch=self.current_epoch)
         with optimizer.toggle_model():
             batch, pooled = self.student_batch()
             augment = self.student_augmenter if pooled else None

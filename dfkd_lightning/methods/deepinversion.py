@@ -16,7 +16,12 @@ class DeepInversion(DataFreeDistillation):
 
     Differences from the released code: Fast-Datafree/CMI use ``-JS`` with probabilities
     clamped to [0.01, 0.99] (``competition: {js_variant: deepinversion_code}``) and also
-    subtract 0.001 x the student's BN loss; Fast-Datafree hard-codes ``tv = 0``.
+    subtract 0.001 x the student's BN loss; CMI hard-codes ``tv = 1e-3`` on the L1 mean of the
+    pixel differences (``tv: {weight: 1.0e-3, norm: l1}``, the CIFAR configs), Fast-Datafree
+    ``tv = 0``; NVlabs' default is the L2 norm (``norm: l2``, the term's default). They pool
+    the last iterate (their ``best_inputs`` aliases the optimised pixels, so the lowest-loss
+    batch is never what is kept); the default here pools the round's lowest-loss batch,
+    ``keep: last`` the last step's batch (the release's up to its final update).
     """
 
     summary = "DeepInversion (CVPR 2020): pixels optimised with BN statistics and image priors"

@@ -13,6 +13,10 @@ class DFQ(DataFreeDistillation):
     statistics matched (Eq. 5), confident teacher predictions (CE to its argmax), the
     adversarial KL on all samples (Eq. 3) and balanced classes (``balance``: the information
     entropy term); the student distils on fresh samples with KD.
+
+    Each term has its own temperature: the adversarial KL's is ``adv: {temperature: T}`` (the
+    paper's and the configs' T = 1), the student's ``kd: {temperature: T}``. The releases of
+    Fast-Datafree/CMI accept ``--T`` for DFQ but use T = 1 in the generator's KL.
     """
 
     summary = "DFQ (CVPRW 2020): adversarial generator with BN statistics and class balance"

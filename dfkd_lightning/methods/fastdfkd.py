@@ -10,8 +10,13 @@ from dfkd_lightning.synthesis.synthesizers import MetaGenerator
 class FastDFKD(DataFreeDistillation):
     """A meta-generator (:class:`MetaGenerator`) adapted for a few steps per round on
     ``bn * R_feature + oh * CE + adv * L_adv`` with the BN statistics blended across rounds
-    (``bn: {momentum: 0.9}``, Eq. 6); the adversarial term joins once the student trains
-    (``after_warmup``), as released. The teacher sees a random crop (padding 4) and flip.
+    (``bn: {momentum: 0.9}``, Eq. 6). The teacher sees a random crop (padding 4) and flip.
+
+    Schedule: the release counts synthesis rounds from 1 and adds the adversarial term once
+    ``ep >= warmup``, one round before the student starts; the configs reproduce it with
+    ``adv: {start_epoch: warmup - 1}`` (19 with warmup 20; epochs count from 0 here). The class
+    default ``after_warmup`` starts it with the student instead. ``reset_l0`` is the
+    synthesizer's (:class:`MetaGenerator`).
     """
 
     summary = "FastDFKD (AAAI 2022): meta-learned generator, a few steps per round"

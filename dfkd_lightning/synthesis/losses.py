@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dfkd_lightning.losses import KLReduction, check_kl_reduction
+
 __all__ = [
     "adversarial_kl_loss",
     "attention_map",
@@ -68,15 +70,18 @@ def adversarial_kl_loss(
     teacher_logits: torch.Tensor,
     temperature: float = 1.0,
     agreeing_only: bool = True,
+    reduction: KLReduction = "batchmean",
 ) -> torch.Tensor:
     """CMI / FastDFKD decision-adversarial term, to be minimised by the synthesizer.
 
     ``-mean_i( 1[argmax t_i == argmax s_i] * T^2 * KL(p_t,i || p_s,i) )`` where
     ``p = softmax(logits / T)`` and the KL is summed over classes. The mean runs over the whole
     batch (masked samples count as zeros), as in CMI's code. With ``agreeing_only=False`` the
-    mask is dropped. The ``T^2`` factor is that of the authors' ``kldiv`` helper; the papers
-    use ``T = 1``, where it is 1. The result is ``<= 0``.
+    mask is dropped. ``reduction="mean"`` also divides by the number of classes (ZSKT's
+    release). The ``T^2`` factor is that of the authors' ``kldiv`` helper; the papers use
+    ``T = 1``, where it is 1. The result is ``<= 0``.
     """
+    check_kl_reduction(reduction)
     with _no_autocast(student_logits):
         s = _fp32(student_logits)
         t = _fp32(teacher_logits)
@@ -86,6 +91,8 @@ def adversarial_kl_loss(
         if agreeing_only:
             mask = (s.detach().argmax(dim=1) == t.detach().argmax(dim=1)).to(kl.dtype)
             kl = kl * mask
+        if reduction == "mean":
+            kl = kl / s.shape[1]
         return -kl.mean()
 
 

@@ -155,11 +155,15 @@ class MetaGenerator(Synthesizer):
     first-order MAML (``meta_update: maml``, the released scripts: the fast gradients summed
     over the round) or REPTILE (``reptile``: ``(meta - fast) * reptile_scale``), one Adam step
     with ``lr * steps_per_round``. ``reset_l0`` re-draws the generator's first layer (and first
-    BN, as the released fix does) once, at the first round of epoch ``reset_l0_epoch``.
+    BN, as the released fix does) once, at the first round of epoch ``reset_l0_epoch`` (counted
+    from 0). The default 139 is the release's: it resets at its ``(120 + warmup)``-th round,
+    counted from 1, with warmup 20 and one round per epoch.
 
-    Differences from the released code: its FOMAML meta step comes before the last inner step
-    (so that step's gradient joins the next round's meta step); here the meta step follows the
-    round. The meta-generator is per DDP rank.
+    The meta step matches the release's FOMAML: the release adds each inner step's gradient to
+    the meta-gradient and steps the meta optimizer right after the last one is added (before
+    the last inner update, which changes only the discarded fast copy); here the meta step
+    follows the round. Both sum the same ``g_steps`` gradients, so the meta updates are equal.
+    The meta-generator is per DDP rank.
     """
 
     summary = "a meta-learned generator adapted a few steps per round (FastDFKD)"
@@ -174,7 +178,7 @@ class MetaGenerator(Synthesizer):
         meta_update: Literal["maml", "reptile"] = "maml",
         reptile_scale: float = FAST_DATAFREE_REPTILE_SCALE,
         reset_l0: bool = True,
-        reset_l0_epoch: int = 140,
+        reset_l0_epoch: int = 139,
     ) -> None:
         super().__init__()
         if meta_update not in ("maml", "reptile"):

@@ -78,9 +78,12 @@ class GaussianSampler(Synthesizer):
 
 
 class LatinHypercubeSampler(Synthesizer):
-    """Latin-hypercube samples in the box ``box`` (per standardised feature). The released
-    code bounds the box by the training data's min/max; a data-free run cannot, so the box is a
-    setting (default +-3 standard deviations)."""
+    """Latin-hypercube samples in the box ``box`` (per standardised feature).
+
+    No released counterpart: the release draws Latin-hypercube samples (bounded by the
+    training data's min/max) but multiplies them by alpha = 0, so none reaches the student.
+    This sampler is our data-free reading of the strategy: the box is a setting (default +-3
+    standard deviations), since a data-free run cannot know the data's range."""
 
     summary = "Latin-hypercube samples in a box (regression)"
 

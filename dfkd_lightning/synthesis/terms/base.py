@@ -8,6 +8,7 @@ An objective is written in YAML as a mapping from a name to a weight or to the t
       prior: {term: tv, weight: 1.0e-4}         # a registered term under another name
       mine: {class_path: my_pkg.MyTerm, weight: 0.1, scale: 2}   # a user's term
       cr: {weight: 0.8, after_warmup: true}     # only once the student trains
+      adv: {weight: 1.1, start_epoch: 19}       # from epoch 19 (counted from 0) on
 
 A weight of 0 switches a term off (it is not computed). Each term is logged under its name.
 """
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 #: A YAML objective: term name -> weight, or -> options (``weight``, ``term``, ``class_path``,
-#: ``after_warmup`` and the term's own keyword arguments).
+#: ``after_warmup``, ``start_epoch`` and the term's own keyword arguments).
 ObjectiveSpec = Mapping[str, float | Mapping[str, Any]]
 
 
@@ -58,6 +59,11 @@ class LossTerm(nn.Module):
     @property
     def needs(self) -> Needs:
         return Needs()
+
+    def parameter_group_options(self) -> dict[str, Any]:
+        """Optimizer options of a parameter group of the term's own (e.g. CMI's head's Adam
+        betas); empty: its parameters train with the synthesizer's settings."""
+        return {}
 
     def bind(self, module: Any) -> None:
         """Build what depends on the networks (``module.teacher``, ``module.student``)."""
@@ -126,11 +132,13 @@ class Objective(nn.Module):
         terms: Mapping[str, LossTerm],
         weights: Mapping[str, float],
         after_warmup: set[str] | frozenset[str] = frozenset(),
+        start_epochs: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = {name: float(weights[name]) for name in terms}
         self.after_warmup = frozenset(after_warmup)
+        self.start_epochs = dict(start_epochs or {})
 
     def __contains__(self, name: str) -> bool:
         return name in self.terms
@@ -141,13 +149,15 @@ class Objective(nn.Module):
     def of_type(self, cls: type[LossTerm]) -> list[LossTerm]:
         return [term for term in self.terms.values() if isinstance(term, cls)]
 
-    def active(self, student_trains: bool = True) -> dict[str, float]:
+    def active(self, student_trains: bool = True, epoch: int | None = None) -> dict[str, float]:
         """The non-zero weights of the terms that run now (``after_warmup`` ones only once the
-        student trains)."""
+        student trains, ``start_epoch`` ones from that epoch of the run on)."""
         return {
             name: weight
             for name, weight in self.weights.items()
-            if weight != 0 and (student_trains or name not in self.after_warmup)
+            if weight != 0
+            and (student_trains or name not in self.after_warmup)
+            and (epoch is None or epoch >= self.start_epochs.get(name, 0))
         }
 
     def needs(self, names: Mapping[str, float] | None = None) -> Needs:
@@ -171,6 +181,20 @@ class Objective(nn.Module):
     def bind(self, module: Any) -> None:
         for term in self.terms.values():
             term.bind(module)
+
+    def separate_parameter_groups(self, optimizer: torch.optim.Optimizer) -> None:
+        """Move the parameters of each term with :meth:`LossTerm.parameter_group_options` out
+        of their group of ``optimizer`` (before its first step) into a group of their own."""
+        for term in self.terms.values():
+            options = term.parameter_group_options()
+            params = [p for p in term.parameters() if p.requires_grad]
+            if not options or not params:
+                continue
+            moved = {id(p) for p in params}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in moved]
+            optimizer.param_groups = [g for g in optimizer.param_groups if g["params"]]
+            optimizer.add_param_group({"params": params, **options})
 
     def end_round(self, best: SyntheticBatch) -> None:
         for term in self.terms.values():
@@ -201,6 +225,7 @@ def build_objective(spec: ObjectiveSpec | None) -> Objective:
     terms: dict[str, LossTerm] = {}
     weights: dict[str, float] = {}
     after_warmup: set[str] = set()
+    start_epochs: dict[str, int] = {}
     for name, entry in (spec or {}).items():
         if isinstance(entry, Mapping):
             options = dict(entry)
@@ -213,6 +238,13 @@ def build_objective(spec: ObjectiveSpec | None) -> Objective:
         weight = options.pop("weight", 1.0)
         if options.pop("after_warmup", False):
             after_warmup.add(name)
+        start_epoch = options.pop("start_epoch", 0)
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ConfigError(
+                f"loss term {name!r}: start_epoch must be an epoch >= 0, got {start_epoch!r}"
+            )
+        if start_epoch:
+            start_epochs[name] = start_epoch
         cls = _term_class(name, options)
         weights[name] = _checked_weight(name, weight, cls)
         options.update(options.pop("init_args", None) or {})
@@ -220,4 +252,4 @@ def build_objective(spec: ObjectiveSpec | None) -> Objective:
             terms[name] = cls(**options)
         except TypeError as error:
             raise ConfigError(f"loss term {name!r} ({cls.__name__}): {error}") from None
-    return Objective(terms, weights, after_warmup)
+    return Objective(terms, weights, after_warmup, start_epochs)

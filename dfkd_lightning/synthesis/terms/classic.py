@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from dfkd_lightning.errors import ConfigError
+from dfkd_lightning.losses import KLReduction, check_kl_reduction
 from dfkd_lightning.synthesis import losses
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
@@ -63,15 +64,23 @@ class BNStatisticsTerm(LossTerm):
 
 @register_term("adv")
 class AdversarialKLTerm(LossTerm):
-    """The synthesizer's adversarial term ``-T^2 KL(p_t || p_s)``, averaged over the batch:
-    on the samples where teacher and student agree (CMI Eq. 4, FastDFKD; ``agreeing_only``)
-    or on all of them (DFQ Eq. 3; ZSKT Eq. 1 with ``temperature``)."""
+    """The synthesizer's adversarial term ``-T^2 KL(p_t || p_s)`` at ``temperature``, averaged
+    over the batch: on the samples where teacher and student agree (CMI Eq. 4, FastDFKD;
+    ``agreeing_only``) or on all of them (DFQ Eq. 3; ZSKT Eq. 1). ``reduction: mean`` also
+    divides by the number of classes (ZSKT's release)."""
 
     summary = "-KL(teacher || student): seek disagreement (CMI, DFQ, ZSKT)"
 
-    def __init__(self, temperature: float = 1.0, agreeing_only: bool = True) -> None:
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        agreeing_only: bool = True,
+        reduction: KLReduction = "batchmean",
+    ) -> None:
         super().__init__()
+        check_kl_reduction(reduction)
         self.temperature, self.agreeing_only = float(temperature), agreeing_only
+        self.reduction = reduction
 
     @property
     def needs(self) -> Needs:
@@ -83,6 +92,7 @@ class AdversarialKLTerm(LossTerm):
             ctx.teacher.logits,
             temperature=self.temperature,
             agreeing_only=self.agreeing_only,
+            reduction=self.reduction,
         )
 
 

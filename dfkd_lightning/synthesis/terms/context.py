@@ -9,7 +9,7 @@ in a :class:`NetOutput`. No term reads state that some earlier forward left behi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ class Needs:
     teacher_bn: bool = False  # BN statistics of the teacher forward (synthesis steps)
     teacher_stages: tuple[str, ...] = ()  # outputs of these teacher modules
     student_stages: tuple[str, ...] = ()
+    teacher_input_means: tuple[str, ...] = ()  # per-sample channel means of their inputs
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(
@@ -46,6 +47,7 @@ class Needs:
             teacher_bn=self.teacher_bn or other.teacher_bn,
             teacher_stages=_union(self.teacher_stages, other.teacher_stages),
             student_stages=_union(self.student_stages, other.student_stages),
+            teacher_input_means=_union(self.teacher_input_means, other.teacher_input_means),
         )
 
     @property
@@ -66,11 +68,25 @@ class NetOutput:
     stages: dict[str, torch.Tensor] = field(default_factory=dict)
     bn_loss: torch.Tensor | None = None  # DeepInversion's R_feature of this forward
     bn_instance_features: torch.Tensor | None = None  # CMI's per-instance BN-input means
+    input_means: dict[str, torch.Tensor] = field(default_factory=dict)  # (N, C) per module
+
+
+def _output(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return output
+
+
+def _input_mean(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    """The per-sample channel means of a module's input, (N, C) (CMI's ``InstanceMeanHook``)."""
+    x = inputs[0]
+    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
 
 
 @contextmanager
-def _stage_outputs(net: nn.Module, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Forward hooks on ``names`` for the length of the block; outputs land in the dict."""
+def _captured(
+    net: nn.Module, names: Sequence[str], what: Callable[..., torch.Tensor] = _output
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks on ``names`` for the length of the block; ``what(module, inputs, output)``
+    of each lands in the dict."""
     captured: dict[str, torch.Tensor] = {}
     if not names:
         yield captured
@@ -82,7 +98,7 @@ def _stage_outputs(net: nn.Module, names: Sequence[str]) -> Iterator[dict[str, t
 
     def keeper(name: str):
         def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            captured[name] = output
+            captured[name] = what(module, inputs, output)
 
         return keep
 
@@ -101,17 +117,22 @@ def forward_with_features(
     features: bool = False,
     stages: Sequence[str] = (),
     bn: BNStatisticsLoss | None = None,
+    input_means: Sequence[str] = (),
 ) -> NetOutput:
     """Run ``net`` once on ``inputs`` and return its logits with what was asked for."""
     recording = bn.recording() if bn is not None else nullcontext()
-    with _stage_outputs(net, stages) as captured, recording:
+    with (
+        _captured(net, stages) as captured,
+        _captured(net, input_means, _input_mean) as means,
+        recording,
+    ):
         if features:
             logits, penultimate = net(inputs, return_features=True)
         else:
             logits, penultimate = net(inputs), None
         bn_loss = bn() if bn is not None else None
         instance = bn.instance_features() if bn is not None else None
-    return NetOutput(logits, penultimate, dict(captured), bn_loss, instance)
+    return NetOutput(logits, penultimate, dict(captured), bn_loss, instance, dict(means))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 
 from dfkd_lightning.errors import ConfigError
-from dfkd_lightning.losses import kd_loss
+from dfkd_lightning.losses import KLReduction, check_kl_reduction, kd_loss
 from dfkd_lightning.synthesis import losses
 from dfkd_lightning.synthesis.stage_outputs import default_stage_names
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
@@ -19,20 +19,24 @@ __all__ = ["AttentionTransferTerm", "KDTerm", "L1DistillationTerm"]
 
 @register_term("kd")
 class KDTerm(LossTerm):
-    """Hinton et al. (2015) Eq. 2: ``T^2 KL(softmax(t/T) || softmax(s/T))``, batch mean."""
+    """Hinton et al. (2015) Eq. 2: ``T^2 KL(softmax(t/T) || softmax(s/T))``, batch mean
+    (``reduction: mean`` also divides by the number of classes, as ZSKT's release does)."""
 
     summary = "Hinton KD: T^2 KL(teacher || student) at temperature T"
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: float = 1.0, reduction: KLReduction = "batchmean") -> None:
         super().__init__()
-        self.temperature = float(temperature)
+        check_kl_reduction(reduction)
+        self.temperature, self.reduction = float(temperature), reduction
 
     @property
     def needs(self) -> Needs:
         return Needs(student=True)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return kd_loss(ctx.student_output().logits, ctx.teacher.logits, self.temperature)
+        return kd_loss(
+            ctx.student_output().logits, ctx.teacher.logits, self.temperature, self.reduction
+        )
 
 
 @register_term("l1")
