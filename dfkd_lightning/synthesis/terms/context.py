@@ -76,8 +76,9 @@ def _output(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tenso
 
 
 def _input_mean(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-    """The per-sample channel means of a module's input, (N, C) (CMI's ``InstanceMeanHook``)."""
-    x = inputs[0]
+    """The per-sample channel means of a module's input, (N, C), in float32 (CMI's
+    ``InstanceMeanHook``)."""
+    x = inputs[0].float()
     return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
 
 
