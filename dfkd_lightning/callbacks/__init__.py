@@ -1,5 +1,24 @@
 """Callbacks: filters, monitoring and export of the synthetic samples."""
 
+from dfkd_lightning.callbacks.balance import ClassBalance
 from dfkd_lightning.callbacks.base import SampleCallback, run_sample_callbacks
+from dfkd_lightning.callbacks.filters import (
+    ClassQuotaFilter,
+    ConfidenceFilter,
+    SampleFilter,
+    SimilarityFilter,
+)
+from dfkd_lightning.callbacks.grids import ImageGrids
+from dfkd_lightning.callbacks.quality import SampleQuality
 
-__all__ = ["SampleCallback", "run_sample_callbacks"]
+__all__ = [
+    "ClassBalance",
+    "ClassQuotaFilter",
+    "ConfidenceFilter",
+    "ImageGrids",
+    "SampleCallback",
+    "SampleFilter",
+    "SampleQuality",
+    "SimilarityFilter",
+    "run_sample_callbacks",
+]

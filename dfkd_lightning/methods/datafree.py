@@ -443,8 +443,12 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         optimizer = self.optimizers()
         optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
         weights = self.student_objective.active(epoch=self.current_epoch)
+        if self.student_samples == "pool" and len(self.pool) == 0:
+            return  # sample filters have kept nothing yet
         with optimizer.toggle_model():
             batch, pooled = self.student_batch()
+            if len(batch) == 0:
+                return  # a sample filter kept none of this step's samples
             augment = self.student_augmenter if pooled else None
             inputs = self.network_inputs(batch.samples, augment)
             teacher, student = self.outputs(

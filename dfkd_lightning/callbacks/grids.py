@@ -1,0 +1,112 @@
+"""Per-class grids of the newest synthetic images, to the loggers and as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+from dfkd_lightning.callbacks.base import SampleCallback
+from dfkd_lightning.callbacks.quality import CHUNK, image_method
+from dfkd_lightning.errors import ConfigError
+from dfkd_lightning.synthesis.batch import SyntheticBatch
+
+__all__ = ["ImageGrids"]
+
+
+class ImageGrids(SampleCallback):
+    """Every ``every_n_epochs`` epochs (and at the last), a grid of the newest
+    ``per_class`` images of each of the first ``max_classes`` classes, one row per class
+    (the class a sample was made for, else the teacher's argmax), drawn with torchvision's
+    ``make_grid``. Written to ``<log dir>/grids/epoch_<e>.png`` (``directory`` to choose)
+    and logged as ``synth/grid`` to every logger that takes images (W&B's ``log_image``,
+    TensorBoard's ``add_image``). Rank 0's samples."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        per_class: int = 8,
+        max_classes: int = 10,
+        directory: str | None = None,
+    ) -> None:
+        if every_n_epochs < 1 or per_class < 1 or max_classes < 1:
+            raise ConfigError(
+                "ImageGrids needs every_n_epochs, per_class and max_classes >= 1, got "
+                f"{every_n_epochs}, {per_class}, {max_classes}"
+            )
+        self.every_n_epochs, self.per_class, self.max_classes = (
+            every_n_epochs,
+            per_class,
+            max_classes,
+        )
+        self.directory = directory
+        self.newest: dict[int, torch.Tensor] = {}
+        self.written: list[Path] = []
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        image_method(pl_module, type(self).__name__)
+
+    @torch.no_grad()
+    def on_samples_synthesized(
+        self, trainer: Trainer, module: Any, batch: SyntheticBatch
+    ) -> SyntheticBatch | None:
+        if trainer.global_rank != 0 or len(batch) == 0:
+            return None
+        samples = batch.samples.detach().float().clamp(0, 1)
+        classes = batch.targets
+        if classes is None or (classes < 0).any():
+            logits = []
+            was_training = module.teacher.training
+            module.teacher.eval()
+            for chunk in samples.split(CHUNK):
+                logits.append(module.teacher(module.normalize(module.to_input_size(chunk))))
+            module.teacher.train(was_training)
+            classes = torch.cat(logits).argmax(1)
+        for label in classes.unique().tolist():
+            if label >= self.max_classes:
+                continue
+            new = samples[classes == label].cpu()
+            old = self.newest.get(label)
+            merged = new if old is None else torch.cat([old, new])
+            self.newest[label] = merged[-self.per_class :]
+        return None
+
+    def grid(self) -> torch.Tensor | None:
+        """The current grid, (C, H, W) in [0, 1] (None before any sample)."""
+        if not self.newest:
+            return None
+        shape = next(iter(self.newest.values())).shape[1:]
+        rows = []
+        for label in range(self.max_classes):
+            row = self.newest.get(label, torch.zeros(0, *shape))
+            blank = torch.zeros(self.per_class - len(row), *shape)
+            rows.append(torch.cat([row, blank]))
+        return make_grid(torch.cat(rows), nrow=self.per_class, padding=1, pad_value=1.0)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        last = trainer.should_stop or (
+            trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        )
+        if epoch % self.every_n_epochs == 0 or last:
+            self.write(trainer, epoch)
+
+    @rank_zero_only
+    def write(self, trainer: Trainer, epoch: int) -> None:
+        grid = self.grid()
+        if grid is None:
+            return
+        root = Path(self.directory or Path(trainer.log_dir or trainer.default_root_dir) / "grids")
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / f"epoch_{epoch:04d}.png"
+        save_image(grid, path)
+        self.written.append(path)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="synth/grid", images=[grid], step=trainer.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):
+                logger.experiment.add_image("synth/grid", grid, trainer.global_step)
