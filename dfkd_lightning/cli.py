@@ -21,7 +21,7 @@ from dfkd_lightning.legacy import legacy_config_message
 from dfkd_lightning.messages import user_error_message
 from dfkd_lightning.nets.checkpoint import read_checkpoint
 from dfkd_lightning.quiet import quiet_library_output
-from dfkd_lightning.records import RunRecord
+from dfkd_lightning.records import RunRecord, StudyRecord
 
 #: DataModule attributes linked into the model (never set in a model config).
 LINKED_TO_MODEL = ("num_classes", "input_shape", "mean", "std", "in_features")
@@ -190,6 +190,9 @@ class DFKDCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunRecord())  # provenance in every logger and checkpoint
+        study = StudyRecord()  # W&B group, keys, tags and summary
+        study.name_runs(trainer, self.model, self.datamodule)
+        trainer.callbacks.append(study)
         return trainer
 
     def after_fit(self) -> None:

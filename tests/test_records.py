@@ -5,9 +5,12 @@ output; the suite's subcommands in --help."""
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -130,3 +133,61 @@ def test_pretrained_sources_name_file_directory_and_hub_id(tmp_path: Path) -> No
         "hub_id": "org/model",
         "revision": "v1",
     }
+
+
+def _offline_wandb_run(directory: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The run record, config and summary of an offline W&B run, read from its ``.wandb`` file
+    (a LevelDB-style log of protobuf records: 32 KiB blocks, 7-byte record headers)."""
+    from wandb.proto import wandb_internal_pb2
+
+    [path] = directory.glob("run-*.wandb")
+    data, block, position = path.read_bytes(), 32768, 7  # after the ":W&B" file header
+    raw_records, pending = [], b""
+    while position + 7 <= len(data):
+        left = block - position % block
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if left < 7 or (kind == 0 and length == 0):
+            position += left
+            continue
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # a whole record, or its last piece
+            raw_records.append(pending)
+    run, config, summary = None, {}, {}
+    for raw in raw_records:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+        elif kind in ("config", "summary"):
+            updates = getattr(record, kind).update
+            target = config if kind == "config" else summary
+            target.update({item.key: json.loads(item.value_json) for item in updates})
+    return run, config, summary
+
+
+def test_offline_wandb_run_groups_tags_and_summarises_for_a_dashboard(
+    fake_teacher: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = dafl_args(fake_teacher, "--config", str(CONFIGS / "logger/wandb.yaml"))
+    cli = DFKDCLI(args=[*args, "--seed_everything", "3", "--test_after_fit", "true"])
+    experiment = cli.trainer.logger.experiment
+    directory = Path(experiment.dir).parent
+    experiment.finish()  # writes the offline run out; a later test's logger starts its own
+    run, config, summary = _offline_wandb_run(directory)
+    keys = {name: config[name] for name in ("method", "dataset", "teacher", "student", "seed")}
+    assert keys == {
+        "method": "DAFL",
+        "dataset": "fake",
+        "teacher": "lenet5_bn",
+        "student": "lenet5_half",
+        "seed": 3,
+    }
+    assert run.run_group == "dafl_fake_lenet5_bn_lenet5_half"
+    assert {"DAFL", "fake", "lenet5_bn", "lenet5_half"} <= set(run.tags)
+    assert 0.0 <= summary["test/acc"] <= 1.0 and "test/teacher_acc" in summary
+    assert summary["synth/images_per_s"] > 0 and summary["time/fit_seconds"] > 0

@@ -7,5 +7,6 @@ from dfkd_lightning.records.provenance import (
     provenance,
 )
 from dfkd_lightning.records.run_record import RunRecord
+from dfkd_lightning.records.study import StudyRecord
 
-__all__ = ["RunRecord", "file_sha256", "pretrained_source", "provenance"]
+__all__ = ["RunRecord", "StudyRecord", "file_sha256", "pretrained_source", "provenance"]
