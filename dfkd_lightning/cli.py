@@ -84,6 +84,9 @@ def ckpt_path_argument(args: list[str]) -> str | None:
 SUITE_SUBCOMMANDS: dict[str, str] = {
     "demo": "Train a digits teacher and distil it with and without data (offline, CPU).",
     "list": "List the registered methods, synthesizers and loss terms.",
+    "results": "Tabulate the CSV-logged runs under directories (--format, --group-seeds, --plot).",
+    "export-student": "Write a run's student as a state dict, TorchScript and JSON.",
+    "export-pool": "Write the synthetic pool a checkpoint saved as PNGs per class or shards.",
 }
 
 
@@ -205,6 +208,14 @@ def _suite_subcommand(name: str, args: list[str]) -> None:
         from dfkd_lightning.demo import main as demo_main
 
         demo_main(args)
+    elif name == "results":
+        from dfkd_lightning.results import main as results_main
+
+        results_main(args)
+    elif name.startswith("export-"):
+        from dfkd_lightning.export import main as export_main
+
+        export_main([name, *args])
     else:
         from dfkd_lightning.catalog import main as list_main
 

@@ -164,7 +164,8 @@ def _offline_wandb_run(directory: Path) -> tuple[Any, dict[str, Any], dict[str, 
         elif kind in ("config", "summary"):
             updates = getattr(record, kind).update
             target = config if kind == "config" else summary
-            target.update({item.key: json.loads(item.value_json) for item in updates})
+            for item in updates:  # a key with "/" may come as its path ("test", "acc")
+                target[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return run, config, summary
 
 
@@ -190,4 +191,5 @@ def test_offline_wandb_run_groups_tags_and_summarises_for_a_dashboard(
     assert run.run_group == "dafl_fake_lenet5_bn_lenet5_half"
     assert {"DAFL", "fake", "lenet5_bn", "lenet5_half"} <= set(run.tags)
     assert 0.0 <= summary["test/acc"] <= 1.0 and "test/teacher_acc" in summary
-    assert summary["synth/images_per_s"] > 0 and summary["time/fit_seconds"] > 0
+    assert summary["fit/images_per_s"] > 0 and summary["fit/seconds"] > 0
+    assert summary["test/samples"] == 51  # the fake dataset's test split

@@ -2,6 +2,7 @@
 
 from dfkd_lightning.callbacks.balance import ClassBalance
 from dfkd_lightning.callbacks.base import SampleCallback, run_sample_callbacks
+from dfkd_lightning.callbacks.export import ExportPool
 from dfkd_lightning.callbacks.filters import (
     ClassQuotaFilter,
     ConfidenceFilter,
@@ -15,6 +16,7 @@ __all__ = [
     "ClassBalance",
     "ClassQuotaFilter",
     "ConfidenceFilter",
+    "ExportPool",
     "ImageGrids",
     "SampleCallback",
     "SampleFilter",

@@ -20,7 +20,8 @@ class SampleCallback(Callback):
 
     When: pool methods (DeepInversion, CMI, FastDFKD) call it once per synthesis round with
     the round's pooled batch; methods whose student learns from fresh samples (DAFL, ZSKT,
-    DFAD, DFQ, the tabular methods) call it once per student step with that step's batch.
+    DFAD, DFQ, the tabular methods) call it once per student step with that step's batch
+    (ZSKT's ``student_samples: reuse``: the generator step's batch again at each student step).
     Order: the trainer's callback order; each callback receives what the previous returned.
     No gradients: it runs under ``torch.no_grad()`` on detached samples.
     Return ``None`` to pass the batch on unchanged, or a smaller batch (a filter: confidence,

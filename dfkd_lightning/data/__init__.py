@@ -13,6 +13,7 @@ from dfkd_lightning.data.specs import (
     get_spec,
     normalize,
 )
+from dfkd_lightning.data.synthetic_set import SyntheticSetDataModule
 from dfkd_lightning.data.tiny_imagenet import TinyImageNet
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "DatasetSpec",
     "RegressionDataModule",
     "StepPacer",
+    "SyntheticSetDataModule",
     "TinyImageNet",
     "available_datasets",
     "denormalize",

@@ -434,7 +434,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         if self.student_samples == "pool":
             return self.pool.sample_batch(self.batch_size, device=self.device), True
         if self.student_samples == "reuse":
-            return self.synthesizer.render_last(), False
+            return self.run_sample_callbacks(self.synthesizer.render_last()), False
         batch = self.run_sample_callbacks(self.synthesizer.sample(self.batch_size))
         self.images_synthesized += len(batch)
         return batch, False

@@ -11,9 +11,6 @@ from lightning.pytorch.loggers import WandbLogger
 
 __all__ = ["StudyRecord", "study_keys"]
 
-#: The metrics copied into the W&B summary after testing (when logged).
-SUMMARY_METRICS = ("test/acc", "test/teacher_acc", "test/loss")
-
 
 def study_keys(module: LightningModule, datamodule: Any = None) -> dict[str, Any]:
     """``method``, ``dataset``, ``teacher``, ``student`` (or ``arch``) and ``seed`` of a run."""
@@ -39,21 +36,26 @@ def default_group(keys: dict[str, Any]) -> str:
 
 
 class StudyRecord(Callback):
-    """For every :class:`~lightning.pytorch.loggers.WandbLogger` of a run: the W&B group (the
-    logger's ``group`` if set, else ``<method>_<dataset>_<teacher>_<student>``: seeds of one
-    experiment together), tags and flat config keys ``method``, ``dataset``, ``teacher``,
-    ``student``, ``seed``, and a summary at the end: ``test/acc``, ``test/teacher_acc``,
-    ``synth/images_per_s`` (images synthesized per second of fit) and ``time/fit_seconds``.
-    A dashboard table of a project's runs then compares methods without custom code. Other
-    loggers are left alone. ``dfkd`` adds it to every run.
+    """What every logger needs to compare runs: the study keys ``method``, ``dataset``,
+    ``teacher``, ``student`` and ``seed`` as flat hyperparameters (W&B config keys, CSV
+    ``hparams.yaml``); ``time/elapsed_s`` (seconds since fit started) with every validation,
+    for accuracy-against-time plots; and at the end ``fit/seconds`` (wall-clock seconds of
+    fit), ``fit/images_per_s`` (images synthesized per second of fit, data-free methods) and
+    ``test/samples`` (the test split's size: one image is ``100 / test/samples`` points).
+    ``dfkd results`` reads these from CSV logs; a W&B run ends with them, ``test/acc`` and
+    ``test/teacher_acc`` in its summary.
 
-    The group and tags go to ``wandb.init``, which Lightning calls before any callback's
-    ``setup``: ``dfkd`` calls :meth:`name_runs` when it builds the trainer; in a script, call
-    it before ``trainer.fit`` (or set the logger's ``group`` and ``tags`` yourself)."""
+    For W&B it also sets the group (the logger's ``group`` if set, else
+    ``<method>_<dataset>_<teacher>_<student>``: the seeds of one experiment together) and
+    tags. They go to ``wandb.init``, which Lightning calls before any callback's ``setup``:
+    ``dfkd`` calls :meth:`name_runs` when it builds the trainer; in a script, call it before
+    ``trainer.fit`` (or set the logger's ``group`` and ``tags`` yourself). ``dfkd`` adds this
+    callback to every run."""
 
     def __init__(self) -> None:
         self.started: float | None = None
         self.fit_seconds: float | None = None
+        self.images_per_s: float | None = None
 
     @staticmethod
     def _wandb(trainer: Trainer) -> list[WandbLogger]:
@@ -75,33 +77,36 @@ class StudyRecord(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         keys = study_keys(pl_module, getattr(trainer, "datamodule", None))
-        for logger in self._wandb(trainer):
-            logger.experiment.config.update(keys, allow_val_change=True)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(keys)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.started = time.perf_counter()
 
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.started is not None and not trainer.sanity_checking and trainer.state.fn == "fit":
+            pl_module.log("time/elapsed_s", time.perf_counter() - self.started)
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.started is not None:
-            self.fit_seconds = time.perf_counter() - self.started
-        self._summarise(trainer, pl_module)
+        if self.started is None:
+            return
+        self.fit_seconds = time.perf_counter() - self.started
+        figures = {"fit/seconds": self.fit_seconds}
+        images = getattr(pl_module, "images_synthesized", None)
+        if images is not None:
+            self.images_per_s = images / max(self.fit_seconds, 1e-9)
+            figures["fit/images_per_s"] = self.images_per_s
+        self._log(trainer, figures)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._summarise(trainer, pl_module)
+        loaders = trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        sizes = [len(loader.dataset) for loader in loaders if hasattr(loader, "dataset")]
+        if sizes:
+            self._log(trainer, {"test/samples": float(sum(sizes))})
 
-    def _summarise(self, trainer: Trainer, module: LightningModule) -> None:
-        loggers = self._wandb(trainer)
-        if not loggers or trainer.global_rank != 0:
-            return
-        summary: dict[str, float] = {
-            name: float(trainer.callback_metrics[name])
-            for name in SUMMARY_METRICS
-            if name in trainer.callback_metrics
-        }
-        if self.fit_seconds is not None:
-            summary["time/fit_seconds"] = self.fit_seconds
-            images = getattr(module, "images_synthesized", None)
-            if images is not None:
-                summary["synth/images_per_s"] = images / max(self.fit_seconds, 1e-9)
-        for logger in loggers:
-            logger.experiment.summary.update(summary)
+    @staticmethod
+    def _log(trainer: Trainer, figures: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(figures, step=trainer.global_step)
+            logger.save()
