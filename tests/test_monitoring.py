@@ -9,7 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import quick_trainer, small_method_options
+from conftest import (
+    DIGITS_EXPERIMENTS,
+    TINY,
+    fit_with_cpu_ddp,
+    quick_trainer,
+    small_method_options,
+)
 from lightning.pytorch.loggers import CSVLogger
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -29,8 +35,10 @@ from dfkd_lightning.callbacks.balance import (
 from dfkd_lightning.callbacks.features import TeacherFeatures, build_feature_extractor
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.errors import ConfigError, MissingFileError
+from dfkd_lightning.export import load_exported, read_index
 from dfkd_lightning.methods import DFQ, DeepInversion
 from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
+from dfkd_lightning.results import read_run
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.synthesizers import LearnablePixels
 
@@ -220,3 +228,39 @@ def test_torchvision_features_from_a_local_state_dict(tmp_path: Path) -> None:
     assert extractor.num_features == 512
     with pytest.raises(ConfigError, match="torchvision_model"):
         build_feature_extractor("torchvision", (1, 32, 32))
+
+
+def test_monitors_grids_and_export_run_under_two_process_ddp(
+    digits_bn_teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    """Added on the command line, every rank adds its samples to FID/KID and balance, rank 0
+    writes the grids, each rank exports its own pool."""
+    callbacks = [
+        *("--trainer.callbacks+=dfkd_lightning.callbacks.SampleQuality",),
+        *("--trainer.callbacks.num_samples=32", "--trainer.callbacks.kid_subset_size=8"),
+        *("--trainer.callbacks+=dfkd_lightning.callbacks.ClassBalance",),
+        *("--trainer.callbacks+=dfkd_lightning.callbacks.ImageGrids",),
+        *("--trainer.callbacks+=dfkd_lightning.callbacks.ExportPool",),
+        "--trainer.callbacks.format=shards",
+    ]
+    fit_with_cpu_ddp(
+        [
+            *("--config", str(DIGITS_EXPERIMENTS / "deepinversion.yaml"), *TINY),
+            *("--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"),
+            *("--model.init_args.teacher_checkpoint", str(digits_bn_teacher_ckpt)),
+            *("--test_after_fit", "false", *callbacks),
+        ],
+        tmp_path,
+        "ddp_find_unused_parameters_true",
+    )
+    run = read_run(tmp_path / "runs/digits/deepinversion/version_0")
+    for name in ("synth/fid", "synth/kid_mean", "synth/class_entropy"):
+        assert math.isfinite(run.figures[name]), name
+    assert sorted(p.name for p in (run.path / "grids").iterdir()) == [
+        "epoch_0001.png",
+        "epoch_0002.png",
+    ]
+    index = read_index(run.path / "synthetic")
+    assert [rank["directory"] for rank in index["ranks"]] == ["rank_00", "rank_01"]
+    images, labels = load_exported(run.path / "synthetic")
+    assert len(images) == len(labels) == index["count"] > 0

@@ -13,15 +13,9 @@ from dfkd_lightning.callbacks.base import SampleCallback
 from dfkd_lightning.callbacks.quality import CHUNK, image_method
 from dfkd_lightning.callbacks.recent import RecentSamples
 from dfkd_lightning.errors import ConfigError
-from dfkd_lightning.export.pool import (
-    FORMATS,
-    ExportFormat,
-    LabelSource,
-    Storage,
-    choose_labels,
-    export_pool,
-    teacher_labels,
-)
+from dfkd_lightning.export.images import Storage
+from dfkd_lightning.export.labels import LabelSource, choose_labels, teacher_labels
+from dfkd_lightning.export.pool import FORMATS, ExportFormat, export_pool
 from dfkd_lightning.synthesis.batch import NO_TARGET, SyntheticBatch
 from dfkd_lightning.synthesis.pool import SyntheticPool, rank_directory
 

@@ -85,7 +85,7 @@ def inception_weights_path(weights: str | None = None) -> Path:
         raise MissingFileError(
             f"FID/KID with Inception features needs torch-fidelity's weights file at {path}; "
             f"download {INCEPTION_URL} there on a machine with internet (or pass "
-            "inception_weights: <file>), or use feature: teacher (offline, always available)"
+            "SampleQuality(weights=<file>)), or use feature: teacher (offline, always available)"
         )
     try:  # torch-fidelity unpickles the file; refuse anything but tensors first
         torch.load(path, map_location="cpu", weights_only=True)

@@ -93,14 +93,15 @@ class ImageGrids(SampleCallback):
             trainer.max_epochs is not None and epoch >= trainer.max_epochs
         )
         if epoch % self.every_n_epochs == 0 or last:
-            self.write(trainer, epoch)
+            # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes.
+            log_dir = trainer.log_dir or trainer.default_root_dir
+            self.write(trainer, epoch, Path(self.directory or Path(log_dir) / "grids"))
 
     @rank_zero_only
-    def write(self, trainer: Trainer, epoch: int) -> None:
+    def write(self, trainer: Trainer, epoch: int, root: Path) -> None:
         grid = self.grid()
         if grid is None:
             return
-        root = Path(self.directory or Path(trainer.log_dir or trainer.default_root_dir) / "grids")
         root.mkdir(parents=True, exist_ok=True)
         path = root / f"epoch_{epoch:04d}.png"
         save_image(grid, path)

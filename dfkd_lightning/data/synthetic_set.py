@@ -25,7 +25,8 @@ from typing import Any, Literal
 from dfkd_lightning.data import sources
 from dfkd_lightning.data.classification import ClassificationDataModule
 from dfkd_lightning.errors import ConfigError
-from dfkd_lightning.export.pool import load_exported, read_index, resize_images
+from dfkd_lightning.export.images import resize_images
+from dfkd_lightning.export.read import load_exported, read_index
 
 __all__ = ["SyntheticSetDataModule"]
 

@@ -20,19 +20,11 @@ import argparse
 import sys
 
 from dfkd_lightning.errors import UserError
-from dfkd_lightning.export.pool import (
-    FORMATS,
-    INDEX_FILE,
-    ExportFormat,
-    LabelSource,
-    choose_labels,
-    export_checkpoint_pool,
-    export_pool,
-    load_exported,
-    read_index,
-    resize_images,
-    teacher_labels,
-)
+from dfkd_lightning.export.checkpoint_pool import export_checkpoint_pool
+from dfkd_lightning.export.images import resize_images
+from dfkd_lightning.export.labels import LabelSource, choose_labels, teacher_labels
+from dfkd_lightning.export.pool import FORMATS, INDEX_FILE, ExportFormat, export_pool
+from dfkd_lightning.export.read import load_exported, read_index
 from dfkd_lightning.export.student import STUDENT_FILES, export_student
 
 __all__ = [
