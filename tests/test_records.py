@@ -175,7 +175,8 @@ def test_offline_wandb_run_groups_tags_and_summarises_for_a_dashboard(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     args = dafl_args(fake_teacher, "--config", str(CONFIGS / "logger/wandb.yaml"))
-    cli = DFKDCLI(args=[*args, "--seed_everything", "3", "--test_after_fit", "true"])
+    grids = "--trainer.callbacks+=dfkd_lightning.callbacks.ImageGrids"
+    cli = DFKDCLI(args=[*args, grids, "--seed_everything", "3", "--test_after_fit", "true"])
     experiment = cli.trainer.logger.experiment
     directory = Path(experiment.dir).parent
     experiment.finish()  # writes the offline run out; a later test's logger starts its own
@@ -193,3 +194,5 @@ def test_offline_wandb_run_groups_tags_and_summarises_for_a_dashboard(
     assert 0.0 <= summary["test/acc"] <= 1.0 and "test/teacher_acc" in summary
     assert summary["fit/images_per_s"] > 0 and summary["fit/seconds"] > 0
     assert summary["test/samples"] == 51  # the fake dataset's test split
+    assert summary["synth/grid/_type"] == "images/separated"  # ImageGrids' per-class grid
+    assert summary["synth/grid/count"] == 1
