@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 
-from dfkd_lightning.callbacks.base import SampleCallback
+from dfkd_lightning.callbacks.base import SampleCallback, finished_epoch
 from dfkd_lightning.callbacks.quality import CHUNK, image_method
 from dfkd_lightning.callbacks.recent import RecentSamples
 from dfkd_lightning.errors import ConfigError
@@ -59,13 +59,14 @@ def inter_class_separation(features: torch.Tensor, classes: torch.Tensor) -> tor
 
 
 class ClassBalance(SampleCallback):
-    """Every ``every_n_epochs`` epochs, on the newest ``num_samples`` synthetic images (the
-    teacher's argmax as their class): ``synth/class_entropy`` (the predicted classes'
-    entropy / log C), ``synth/classes_present``, ``synth/target_match`` (predictions equal to
-    the class the synthesizer aimed at, when it aims), ``synth/confidence`` (mean max
-    probability), ``synth/intra_class_diversity`` and ``synth/inter_class_separation``
-    (teacher penultimate features, see the functions above), and the fraction of each class
-    (``synth/class_fraction/<c>``) when there are at most ``max_logged_classes`` classes.
+    """Every ``every_n_epochs`` epochs and at the last, on the newest ``num_samples``
+    synthetic images (the teacher's argmax as their class): ``synth/class_entropy`` (the
+    predicted classes' entropy / log C), ``synth/classes_present``, ``synth/target_match``
+    (predictions equal to the class the synthesizer aimed at, when it aims),
+    ``synth/confidence`` (mean max probability), ``synth/intra_class_diversity`` and
+    ``synth/inter_class_separation`` (teacher penultimate features, see the functions
+    above), and the fraction of each class (``synth/class_fraction/<c>``) when there are at
+    most ``max_logged_classes`` classes.
     Under DDP each rank's figures are averaged.
     """
 
@@ -90,7 +91,8 @@ class ClassBalance(SampleCallback):
         return None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or trainer.should_stop:
+        epoch, last = finished_epoch(trainer)
+        if epoch % self.every_n_epochs == 0 or last:
             values = self.evaluate(pl_module)
             if values:
                 pl_module.log_dict(values, sync_dist=True)

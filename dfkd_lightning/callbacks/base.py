@@ -11,7 +11,7 @@ from dfkd_lightning.synthesis.batch import SyntheticBatch
 if TYPE_CHECKING:
     from dfkd_lightning.methods.datafree import DataFreeDistillation
 
-__all__ = ["SampleCallback", "run_sample_callbacks"]
+__all__ = ["SampleCallback", "finished_epoch", "run_sample_callbacks"]
 
 
 class SampleCallback(Callback):
@@ -51,3 +51,11 @@ def run_sample_callbacks(
                     )
                 batch = returned
     return batch
+
+
+def finished_epoch(trainer: Trainer) -> tuple[int, bool]:
+    """At ``on_train_epoch_end``: the epoch just finished (from 1) and whether it is the
+    run's last (``max_epochs`` reached or the trainer stopping, e.g. at ``max_time``)."""
+    epoch = trainer.current_epoch + 1
+    last = trainer.should_stop or (trainer.max_epochs is not None and epoch >= trainer.max_epochs)
+    return epoch, last

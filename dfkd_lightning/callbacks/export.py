@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from dfkd_lightning.callbacks.base import SampleCallback
+from dfkd_lightning.callbacks.base import SampleCallback, finished_epoch
 from dfkd_lightning.callbacks.quality import CHUNK, image_method
 from dfkd_lightning.callbacks.recent import RecentSamples
 from dfkd_lightning.errors import ConfigError
@@ -91,10 +91,7 @@ class ExportPool(SampleCallback):
         return None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        last = trainer.should_stop or (
-            trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        )
+        epoch, last = finished_epoch(trainer)
         if self.every_n_epochs and epoch % self.every_n_epochs == 0 and not last:
             self.export(trainer, pl_module)  # the last epoch's export is on_fit_end's
 

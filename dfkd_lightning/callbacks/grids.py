@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from dfkd_lightning.callbacks.base import SampleCallback
+from dfkd_lightning.callbacks.base import SampleCallback, finished_epoch
 from dfkd_lightning.callbacks.quality import CHUNK, image_method
 from dfkd_lightning.callbacks.recent import RecentSamples
 from dfkd_lightning.errors import ConfigError
@@ -91,10 +91,7 @@ class ImageGrids(SampleCallback):
         return make_grid(torch.cat(rows), nrow=self.per_class, padding=1, pad_value=1.0)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        last = trainer.should_stop or (
-            trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        )
+        epoch, last = finished_epoch(trainer)
         if epoch % self.every_n_epochs == 0 or last:
             # trainer.log_dir is a collective under DDP: every rank asks, rank 0 writes.
             log_dir = trainer.log_dir or trainer.default_root_dir

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from dfkd_lightning.callbacks.base import SampleCallback
+from dfkd_lightning.callbacks.base import SampleCallback, finished_epoch
 from dfkd_lightning.callbacks.features import FeatureKind, build_feature_extractor
 from dfkd_lightning.callbacks.recent import RecentSamples
 from dfkd_lightning.errors import ConfigError
@@ -105,10 +105,7 @@ class SampleQuality(SampleCallback):
         return None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        last = trainer.should_stop or (
-            trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        )
+        epoch, last = finished_epoch(trainer)
         if epoch % self.every_n_epochs == 0 or last:
             values = self.evaluate(trainer, pl_module)
             if values:

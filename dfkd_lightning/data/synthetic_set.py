@@ -20,7 +20,7 @@ experiment on the command line::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from dfkd_lightning.data import sources
 from dfkd_lightning.data.classification import ClassificationDataModule
@@ -42,41 +42,10 @@ class SyntheticSetDataModule(ClassificationDataModule):
     """
 
     def __init__(
-        self,
-        dataset: str = "digits",
-        root: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        image_size: int | None = None,
-        channels: int | None = None,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: bool = False,
-        train_source: Literal["real", "steps"] = "real",
-        steps_per_epoch: int = 100,
-        fake_size: int = 256,
-        fake_num_classes: int = 10,
-        synthetic_dir: str | None = None,
+        self, synthetic_dir: str | None = None, augment: bool = False, **kwargs: Any
     ) -> None:
-        super().__init__(
-            dataset=dataset,
-            root=root,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            image_size=image_size,
-            channels=channels,
-            val_fraction=val_fraction,
-            seed=seed,
-            download=download,
-            augment=augment,
-            train_source=train_source,
-            steps_per_epoch=steps_per_epoch,
-            fake_size=fake_size,
-            fake_num_classes=fake_num_classes,
-        )
+        """``kwargs``: :class:`ClassificationDataModule`'s (``dataset``, ``batch_size``, ...)."""
+        super().__init__(augment=augment, **kwargs)
         if not synthetic_dir:
             raise ConfigError(
                 "SyntheticSetDataModule needs synthetic_dir: the directory an ExportPool "
