@@ -76,6 +76,7 @@ KEY_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {
         "synthesizer",
         "synthesis_augment",
         "student_augment",
+        "paired_views",
         "synthesis_loss",
         "student_loss",
     ),

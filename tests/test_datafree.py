@@ -179,7 +179,7 @@ def test_non_finite_loss_is_a_clear_error(fake_teacher: Path) -> None:
         model.log_terms("synth", {"bn": torch.tensor(float("nan")), "oh": torch.tensor(1.0)})
 
 
-@pytest.mark.parametrize("method", ["deepinversion", "dafl"])
+@pytest.mark.parametrize("method", ["deepinversion", "dafl", "rgal"])
 def test_interrupted_and_resumed_run_matches_uninterrupted(
     method: str, fake_teacher: Path, tmp_path: Path
 ) -> None:

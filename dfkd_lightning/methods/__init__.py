@@ -13,6 +13,7 @@ from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
 from dfkd_lightning.methods.regression_datafree import DataFreeRegression
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
 from dfkd_lightning.methods.regression_teacher import RegressionTeacherTraining
+from dfkd_lightning.methods.rgal import RGAL
 from dfkd_lightning.methods.teacher import TeacherTraining
 from dfkd_lightning.methods.teacher_student import TeacherStudentModule
 from dfkd_lightning.methods.zskt import ZSKT
@@ -26,6 +27,7 @@ DATA_FREE_METHODS: dict[str, type[DataFreeDistillation]] = {
     "deepinversion": DeepInversion,
     "cmi": CMI,
     "fastdfkd": FastDFKD,
+    "rgal": RGAL,
 }
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "DATA_FREE_METHODS",
     "DFAD",
     "DFQ",
+    "RGAL",
     "ZSKT",
     "ClassifierEvaluation",
     "DataFreeDistillation",

@@ -67,6 +67,9 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     ``batch_size`` samples (``student_samples``: from the pool, augmented by a random crop and
     flip when ``student_augment``; ``fresh`` from the synthesizer, through the callbacks;
     ``reuse``: the round's last latents again) with the weighted ``student_loss``.
+    ``paired_views`` (RGAL): a pool batch is ``batch_size / 2`` images drawn once and taken
+    twice, each copy with its own crop and flip, so that every sample has a positive of its
+    own class (RGAL's release draws 128 images and trains on their 256 views).
 
     The pool is sampled uniformly with replacement; the releases of the pool methods
     (DeepInversion, CMI, FastDFKD) rebuild a loader over it every round and draw its
@@ -77,7 +80,8 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     (``synthesis_augment`` during synthesis) and normalised with the dataset's mean/std.
     Tables: samples are the network inputs.
 
-    Optimizers: index 0 is the student's (``optimizer``, SGD 0.1/momentum 0.9 by default;
+    Optimizers: index 0 is the student's (``optimizer``, SGD 0.1/momentum 0.9 by default, with
+    the parameters of the student terms, e.g. RGAL's ``cd`` adapters;
     ``scheduler`` stepped once per epoch after warmup), the others the synthesizer's (their
     first also trains the synthesis terms' parameters). Under DDP each rank synthesizes its
     own samples and keeps its own pool; a synthesizer shared across ranks (a persistent
@@ -96,6 +100,8 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     default_student_loss: ClassVar[Mapping[str, Any]] = {"kd": 1.0}
     #: The view the teacher sees during synthesis when the config gives none (None: as is).
     default_synthesis_augment: ClassVar[Callable[[], nn.Module] | None] = None
+    #: Whether a student batch is pairs of views of the same pool images (``paired_views``).
+    default_paired_views: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -119,6 +125,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         keep: Literal["best", "last"] = "best",
         synthesis_augment: nn.Module | None = None,
         student_augment: bool = True,
+        paired_views: bool | None = None,
         log_terms_every: Literal["step", "epoch"] = "step",
         pool_capacity: int | None = None,
         pool_storage: Literal["uint8", "float16", "float32"] = "uint8",
@@ -194,6 +201,12 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
             if self.is_image and student_augment
             else None
         )
+        self.paired_views = self.default_paired_views if paired_views is None else paired_views
+        if self.paired_views and (self.student_samples != "pool" or batch_size % 2):
+            raise ConfigError(
+                "paired_views takes two views of each pool image: it needs student_samples: "
+                f"pool and an even batch_size, got {self.student_samples} and {batch_size}"
+            )
         self._pool_options = dict(capacity=pool_capacity, storage=pool_storage)
         self._pool_directory = pool_directory
         self.pool = SyntheticPool(**self._pool_options)
@@ -334,7 +347,8 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
 
     # ----------------------------------------------------------------- the loop
     def configure_optimizers(self) -> Any:
-        student = build_optimization(self.student.parameters(), self.optimizer, self.scheduler)
+        trained = [*self.student.parameters(), *self.student_objective.parameters()]
+        student = build_optimization(trained, self.optimizer, self.scheduler)
         synthesis: list[torch.optim.Optimizer] = []
         if not self.synthesizer.frozen_pretrained:
             extra = [p for p in self.synthesis_objective.parameters() if p.requires_grad]
@@ -432,6 +446,9 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     def student_batch(self) -> tuple[SyntheticBatch, bool]:
         """The samples of one student step and whether they come from the pool."""
         if self.student_samples == "pool":
+            if self.paired_views:  # each image twice; the student augmenter draws per sample
+                half = self.pool.sample_batch(self.batch_size // 2, device=self.device)
+                return SyntheticBatch.cat([half, half]), True
             return self.pool.sample_batch(self.batch_size, device=self.device), True
         if self.student_samples == "reuse":
             return self.run_sample_callbacks(self.synthesizer.render_last()), False

@@ -1,6 +1,6 @@
 """Loss terms: the registry, the weighted objective and the per-step context they read."""
 
-from dfkd_lightning.synthesis.terms import classic, contrastive, regression, student
+from dfkd_lightning.synthesis.terms import classic, contrastive, regression, relation, student
 from dfkd_lightning.synthesis.terms.base import (
     TERMS,
     LossTerm,
@@ -24,5 +24,6 @@ __all__ = [
     "contrastive",
     "regression",
     "register_term",
+    "relation",
     "student",
 ]

@@ -10,7 +10,8 @@ An objective is written in YAML as a mapping from a name to a weight or to the t
       cr: {weight: 0.8, after_warmup: true}     # only once the student trains
       adv: {weight: 1.1, start_epoch: 19}       # from epoch 19 (counted from 0) on
 
-A weight of 0 switches a term off (it is not computed). Each term is logged under its name.
+A weight of 0 switches a term off (it is neither bound nor computed). Each term is logged under
+its name.
 """
 
 from __future__ import annotations
@@ -179,8 +180,11 @@ class Objective(nn.Module):
         return loss, {**values, **ctx.logs}
 
     def bind(self, module: Any) -> None:
-        for term in self.terms.values():
-            term.bind(module)
+        """Bind the terms that run (weight != 0): a switched-off term builds nothing, so it
+        draws no random numbers and adds no parameters."""
+        for name, term in self.terms.items():
+            if self.weights[name] != 0:
+                term.bind(module)
 
     def separate_parameter_groups(self, optimizer: torch.optim.Optimizer) -> None:
         """Move the parameters of each term with :meth:`LossTerm.parameter_group_options` out
