@@ -10,6 +10,8 @@ The sources (paths in the authors' repositories):
   scripts/dafl, dfq, deepinv, cmi/cmi_cifar10.sh, fast_cifar.sh.
 - DFAD release (VainF/Data-Free-Adversarial-Distillation): generator Adam with default betas.
 - ZSKT paper (Micaelli & Storkey, NeurIPS 2019): n_G 1, n_S 10 on one pseudo-batch, beta 250, T 1.
+- RGAL release (Sharpiless/RGAL): the README's command and main.py (student SGD momentum 0.9,
+  wd 1e-4, cosine over the epochs to 0; CDLoss's 1x1 adapters in the student's optimizer).
 """
 
 from __future__ import annotations
@@ -238,6 +240,67 @@ def test_fastdfkd_follows_fast_cifar_sh_fast5(path: Path) -> None:
             "trainer.max_epochs": 220,
         },
     )
+
+
+@pytest.mark.parametrize("path", _configs("rgal"), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_rgal_follows_the_release_readme_command(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]["init_args"]
+    synthesis, student = model["synthesis_loss"], model["student_loss"]
+    # --adv 1 --bn 1 --oh 1 --triplet 0.1 --striplet 0.1 --cd_loss 0.1 --T 20; TriLoss margin 0.2
+    assert [_weight(synthesis[name]) for name in ("bn", "oh", "adv", "triplet")] == [1, 1, 1, 0.1]
+    assert [_weight(student[name]) for name in ("kd", "cd", "striplet")] == [1.0, 0.1, 0.1]
+    assert synthesis["triplet"]["sign"] == "paper"  # the release's is an option
+    assert synthesis["triplet"]["margin"] == student["striplet"]["margin"] == 0.2
+    _check(
+        path,
+        {
+            "model.class_path": "dfkd_lightning.methods.RGAL",
+            "data.init_args.steps_per_epoch": 400,  # --ep_steps 400
+            # --batch_size 128 --pair_sample: 128 pool images, two views each
+            "model.init_args.batch_size": 256,
+            "model.init_args.paired_views": True,
+            "model.init_args.synthesis_batch_size": 256,
+            "model.init_args.kd_steps": 400,
+            "model.init_args.g_steps": 400,
+            "model.init_args.synthesizer.class_path": (
+                "dfkd_lightning.synthesis.synthesizers.ResetGenerator"
+            ),
+            "model.init_args.synthesizer.init_args.lr": 1.0e-3,
+            "model.init_args.synthesizer.init_args.nz": 256,
+            "model.init_args.synthesizer.init_args.ngf": 64,
+            "model.init_args.student_loss.kd.temperature": 20.0,
+            "model.init_args.optimizer.init_args.lr": 0.1,
+            "model.init_args.optimizer.init_args.momentum": 0.9,
+            "model.init_args.optimizer.init_args.weight_decay": 1.0e-4,
+            "model.init_args.scheduler.init_args.T_max": 200,
+            "trainer.max_epochs": 200,
+        },
+    )
+    assert "eta_min" not in model["scheduler"]["init_args"]  # CosineAnnealingLR(T_max=epochs)
+
+
+RGAL_TERMS = {"synthesis_loss": ("triplet",), "student_loss": ("cd", "striplet")}
+
+
+@pytest.mark.parametrize(
+    "path",
+    _configs("cmi_rgal") + _configs("fastdfkd_rgal"),
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_rgal_inserted_is_the_method_plus_rgals_terms(path: Path) -> None:
+    """``<method>_rgal_<pair>``: the method's own config with RGAL's terms and paired views."""
+    inserted = yaml.safe_load(path.read_text())
+    method = path.stem.split("_rgal_")[0]
+    plain = yaml.safe_load(path.with_name(path.name.replace("_rgal_", "_")).read_text())
+    model = inserted["model"]["init_args"]
+    assert model.pop("paired_views") is True
+    for objective, names in RGAL_TERMS.items():
+        added = {name: model[objective].pop(name) for name in names}
+        assert [_weight(term) for term in added.values()] == [0.1] * len(names), method
+    assert inserted["model"] == plain["model"]
+    assert inserted["data"] == plain["data"]
+    assert inserted["trainer"]["max_epochs"] == plain["trainer"]["max_epochs"]
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,8 @@ def sample_triplets(
     with the same label is an (anchor, positive), and each gets one negative (another label)
     drawn by :func:`negative_probabilities` from the distances between the L2-normalised rows
     of ``embedding`` (dimension ``D``: its width). None when there is no positive pair or no
-    negative (one label only)."""
+    negative (one label only). The number of pairs depends on the labels, so this waits for
+    the device once per call (as the release's sampler does)."""
     with torch.no_grad():
         labels = labels.reshape(-1)
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
