@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "TripletSign",
+    "global_average",
     "inverse_density_log_weight",
     "negative_probabilities",
     "pooled_embedding",
@@ -40,12 +41,15 @@ TripletSign = Literal["ordinary", "reversed"]
 SamplingMode = Literal["focal", "distance"]
 
 
+def global_average(features: torch.Tensor) -> torch.Tensor:
+    """Float32 features averaged over their spatial dimensions (as they are when flat)."""
+    x = features.float()
+    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
+
+
 def pooled_embedding(features: torch.Tensor) -> torch.Tensor:
     """Global-average-pooled (when spatial), L2-normalised float32 embedding, ``(N, C)``."""
-    x = features.float()
-    if x.dim() > 2:
-        x = x.mean(dim=tuple(range(2, x.dim())))
-    return F.normalize(x.flatten(1), p=2, dim=1)
+    return F.normalize(global_average(features).flatten(1), p=2, dim=1)
 
 
 def unit_distances(embedding: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from dfkd_lightning.synthesis.bn_statistics import BNStatisticsLoss
 if TYPE_CHECKING:
     from dfkd_lightning.methods.datafree import DataFreeDistillation
 
-__all__ = ["Needs", "NetOutput", "StepContext", "forward_with_features"]
+__all__ = ["Needs", "NetOutput", "StepContext", "forward_with_features", "probe_forward"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,22 @@ def forward_with_features(
         bn_loss = bn() if bn is not None else None
         instance = bn.instance_features() if bn is not None else None
     return NetOutput(logits, penultimate, dict(captured), bn_loss, instance, dict(means))
+
+
+def probe_forward(net: nn.Module, input_shape: Sequence[int], **options: Any) -> NetOutput:
+    """One forward of two zero samples of ``input_shape`` through ``net`` in eval mode without
+    gradients (its training mode restored), with :func:`forward_with_features`'s ``options``:
+    how wide the features a term reads are, before it builds its layers."""
+    was_training = net.training
+    net.eval()
+    try:
+        parameter = next(net.parameters(), None)
+        device = parameter.device if parameter is not None else None
+        with torch.no_grad():
+            sample = torch.zeros(2, *input_shape, device=device)
+            return forward_with_features(net, sample, **options)
+    finally:
+        net.train(was_training)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dfkd_lightning.synthesis.terms.context import (
     Needs,
     NetOutput,
     StepContext,
-    forward_with_features,
+    probe_forward,
 )
 
 __all__ = ["CMI_FEATURES", "ContrastiveTerm"]
@@ -162,16 +162,6 @@ class ContrastiveTerm(LossTerm):
 
 
 def _input_channels(net: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> int:
-    """The summed channel count of the inputs of ``names``, from one forward of a zero sample
-    (in eval mode, without gradients)."""
-    was_training = net.training
-    net.eval()
-    try:
-        parameter = next(net.parameters(), None)
-        device = parameter.device if parameter is not None else None
-        with torch.no_grad():
-            sample = torch.zeros(1, *input_shape, device=device)
-            output = forward_with_features(net, sample, input_means=names)
-    finally:
-        net.train(was_training)
+    """The summed channel count of the inputs of ``names``."""
+    output = probe_forward(net, input_shape, input_means=names)
     return sum(int(output.input_means[name].shape[1]) for name in names)

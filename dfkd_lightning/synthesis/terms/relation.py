@@ -15,6 +15,7 @@ from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.relation import (
     SamplingMode,
     TripletSign,
+    global_average,
     pooled_embedding,
     sample_triplets,
     triplet_loss,
@@ -25,7 +26,7 @@ from dfkd_lightning.synthesis.terms.context import (
     Needs,
     NetOutput,
     StepContext,
-    forward_with_features,
+    probe_forward,
 )
 
 __all__ = ["ChannelDistillationTerm", "RelationTripletTerm", "StudentTripletTerm"]
@@ -257,30 +258,15 @@ class ChannelDistillationTerm(LossTerm):
             ]
         total = None
         for adapter, (s, t) in zip(self.adapters, pairs, strict=True):
-            mse = F.mse_loss(adapter(_pooled(s)), _pooled(t).detach())
+            mse = F.mse_loss(adapter(global_average(s)), global_average(t).detach())
             total = mse if total is None else total + mse
         assert total is not None
         return total
 
 
-def _pooled(x: torch.Tensor) -> torch.Tensor:
-    x = x.float()
-    return x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
-
-
 def _widths(net: nn.Module, stages: Sequence[str], input_shape: Sequence[int]) -> list[int]:
-    """The channel count of each stage's output (of the penultimate features without stages),
-    from one forward of a zero sample in eval mode without gradients."""
-    was_training = net.training
-    net.eval()
-    try:
-        parameter = next(net.parameters(), None)
-        device = parameter.device if parameter is not None else None
-        with torch.no_grad():
-            sample = torch.zeros(2, *input_shape, device=device)
-            output = forward_with_features(net, sample, features=not stages, stages=stages)
-    finally:
-        net.train(was_training)
+    """The channel count of each stage's output (of the penultimate features without stages)."""
+    output = probe_forward(net, input_shape, features=not stages, stages=stages)
     if not stages:
         assert output.features is not None
         return [int(output.features.shape[1])]
