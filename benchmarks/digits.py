@@ -58,6 +58,7 @@ MONITORED = (
     "synth/confidence",
     "synth/intra_class_diversity",
     "synth/inter_class_separation",
+    "synth/target_match",
 )
 
 
@@ -169,13 +170,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def print_monitoring(rows: list[dict[str, Any]]) -> None:
-    """One line per method: final teacher-FID, class entropy, intra-class diversity and
-    inter-class separation."""
+    """One line per method: final teacher-FID, class entropy, intra-class diversity,
+    inter-class separation and, for methods that aim at classes, the target match rate."""
     columns = (
         ("synth/fid", "teacher-FID", 2),
         ("synth/class_entropy", "class entropy", 3),
         ("synth/intra_class_diversity", "intra diversity", 3),
         ("synth/inter_class_separation", "inter separation", 3),
+        ("synth/target_match", "target match", 3),
         ("test_acc", "test_acc", 4),
     )
     print(f"\n{'method':14s} " + " ".join(f"{title:>17s}" for _, title, _ in columns))
