@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -188,3 +190,17 @@ def small_method_options(teacher: Path, data: ClassificationDataModule, **overri
     )
     options.update(overrides)
     return options
+
+
+def write_fake_mnist(root: Path, train: int, test: int) -> None:
+    """Random 28x28 digits and labels as MNIST's raw idx files under ``root/MNIST/raw``
+    (what torchvision reads without downloading)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        images, labels = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = struct.pack(">I", (0x08 << 8) | array.ndim)  # unsigned bytes
+            header += struct.pack(f">{array.ndim}I", *array.shape)
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())

@@ -12,6 +12,7 @@ The sources (paths in the authors' repositories):
 - ZSKT paper (Micaelli & Storkey, NeurIPS 2019): n_G 1, n_S 10 on one pseudo-batch, beta 250, T 1.
 - RGAL release (Sharpiless/RGAL): the README's command and main.py (student SGD momentum 0.9,
   wd 1e-4, cosine over the epochs to 0; CDLoss's 1x1 adapters in the student's optimizer).
+- DE-DFKD (Liu et al., 2024) has no release and its settings are not public: ours are DFQ's.
 """
 
 from __future__ import annotations
@@ -322,3 +323,28 @@ def test_teacher_and_kd_follow_the_recipe_their_headers_state(path: Path) -> Non
     if path.stem.startswith("kd_"):
         expected |= {"model.init_args.temperature": 4.0, "model.init_args.ce_weight": 0.0}
     _check(path, expected)
+
+
+@pytest.mark.parametrize("path", _configs("dedfkd"), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_dedfkd_shares_dfqs_loop(path: Path) -> None:
+    """DE-DFKD publishes no settings: ours are DFQ's loop, optimisers and schedule, so that the
+    conditional generator and the metric-learning term are what differs."""
+    config = yaml.safe_load(path.read_text())
+    dfq = yaml.safe_load(path.with_name(path.name.replace("dedfkd_", "dfq_")).read_text())
+    model, dfq_model = config["model"]["init_args"], dfq["model"]["init_args"]
+    synthesizer, dfq_synthesizer = model.pop("synthesizer"), dfq_model.pop("synthesizer")
+    assert synthesizer["class_path"].endswith("ConditionalGenerator")
+    assert synthesizer["init_args"].pop("conditioning") == "product"
+    assert synthesizer["init_args"].pop("targets") == "balanced"
+    assert synthesizer["init_args"] == dfq_synthesizer["init_args"]
+    losses = model.pop("synthesis_loss"), model.pop("student_loss")
+    dfq_model.pop("synthesis_loss"), dfq_model.pop("student_loss")
+    assert [_weight(losses[0][name]) for name in ("oh", "bn", "adv", "ml")] == [1, 1, 1, 1]
+    assert losses[0]["adv"]["agreeing_only"] is False
+    assert [_weight(losses[1][name]) for name in ("kd", "ce")] == [1, 0]
+    if path.parent.name == "cifar100" and "resnet34" in path.stem:  # DFQ's script's lr 0.05
+        assert dfq_model.pop("optimizer")["init_args"].pop("lr") == 0.05
+        assert model.pop("optimizer")["init_args"].pop("lr") == 0.1
+    assert model == dfq_model
+    assert config["data"] == dfq["data"] and config["model"]["class_path"].endswith("DEDFKD")
+    assert config["trainer"]["max_epochs"] == dfq["trainer"]["max_epochs"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pickle
-import struct
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import write_fake_mnist
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import calculate_md5
@@ -225,21 +225,8 @@ def test_cifar_download_goes_to_dataset_dir(
 
 
 # --------------------------------------------------------------------------- MNIST
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    code = 0x08  # unsigned byte
-    header = struct.pack(">I", (code << 8) | array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_mnist_from_fake_files(tmp_path: Path) -> None:
-    raw = tmp_path / "mnist" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 20), ("t10k", 6)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    write_fake_mnist(tmp_path / "mnist", train=20, test=6)
     dm = ClassificationDataModule("mnist", root=str(tmp_path), batch_size=4, channels=3)
     dm.prepare_data()
     dm.setup()

@@ -101,6 +101,15 @@ def _digits_run(method: str, teacher: Path, *overrides: str) -> DFKDCLI:
                 "100",
             ],
         ),
+        (
+            "dedfkd",
+            [
+                "--trainer.max_epochs",
+                "4",
+                "--data.init_args.steps_per_epoch",
+                "200",
+            ],
+        ),
     ],
 )
 def test_short_digits_run_beats_chance(
@@ -179,7 +188,7 @@ def test_non_finite_loss_is_a_clear_error(fake_teacher: Path) -> None:
         model.log_terms("synth", {"bn": torch.tensor(float("nan")), "oh": torch.tensor(1.0)})
 
 
-@pytest.mark.parametrize("method", ["deepinversion", "dafl", "rgal"])
+@pytest.mark.parametrize("method", ["deepinversion", "dafl", "rgal", "dedfkd"])
 def test_interrupted_and_resumed_run_matches_uninterrupted(
     method: str, fake_teacher: Path, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from dfkd_lightning.methods.cmi import CMI
 from dfkd_lightning.methods.dafl import DAFL
 from dfkd_lightning.methods.datafree import DataFreeDistillation
+from dfkd_lightning.methods.dedfkd import DEDFKD
 from dfkd_lightning.methods.deepinversion import DeepInversion
 from dfkd_lightning.methods.dfad import DFAD
 from dfkd_lightning.methods.dfq import DFQ
@@ -28,12 +29,14 @@ DATA_FREE_METHODS: dict[str, type[DataFreeDistillation]] = {
     "cmi": CMI,
     "fastdfkd": FastDFKD,
     "rgal": RGAL,
+    "dedfkd": DEDFKD,
 }
 
 __all__ = [
     "CMI",
     "DAFL",
     "DATA_FREE_METHODS",
+    "DEDFKD",
     "DFAD",
     "DFQ",
     "RGAL",

@@ -2,10 +2,12 @@
 
 from dfkd_lightning.synthesis.synthesizers.base import SampleSpec, Synthesizer, random_targets
 from dfkd_lightning.synthesis.synthesizers.generators import (
+    LATENT,
     ConditionalGenerator,
     MetaGenerator,
     PersistentGenerator,
     ResetGenerator,
+    balanced_targets,
 )
 from dfkd_lightning.synthesis.synthesizers.pixels import LearnablePixels
 from dfkd_lightning.synthesis.synthesizers.tabular import (
@@ -32,6 +34,7 @@ SYNTHESIZERS: dict[str, type[Synthesizer]] = {
 }
 
 __all__ = [
+    "LATENT",
     "SYNTHESIZERS",
     "ConditionalGenerator",
     "DirectOptimization",
@@ -43,6 +46,7 @@ __all__ = [
     "ResetGenerator",
     "SampleSpec",
     "Synthesizer",
+    "balanced_targets",
     "TabularGenerator",
     "random_targets",
 ]

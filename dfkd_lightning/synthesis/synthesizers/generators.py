@@ -20,7 +20,14 @@ from dfkd_lightning.synthesis.meta import (
 )
 from dfkd_lightning.synthesis.synthesizers.base import SampleSpec, Synthesizer, random_targets
 
-__all__ = ["ConditionalGenerator", "MetaGenerator", "PersistentGenerator", "ResetGenerator"]
+__all__ = [
+    "LATENT",
+    "ConditionalGenerator",
+    "MetaGenerator",
+    "PersistentGenerator",
+    "ResetGenerator",
+    "balanced_targets",
+]
 
 
 def _adam(
@@ -72,7 +79,11 @@ class PersistentGenerator(Synthesizer):
 
     def bind(self, spec: SampleSpec) -> None:
         super().bind(spec)
-        self.generator = _build_generator(spec, self.nz, self.ngf, self.output)
+        self.generator = _build_generator(spec, self.input_width(), self.ngf, self.output)
+
+    def input_width(self) -> int:
+        """The width of the generator body's input (the latent's, ``nz``)."""
+        return self.nz
 
     def configure_optimizers(
         self, extra_parameters: Sequence[nn.Parameter] = ()
@@ -275,16 +286,63 @@ class MetaGenerator(Synthesizer):
         self.l0_was_reset = bool(state.get("l0_was_reset", False))
 
 
+#: The extra of a conditional generator's batch holding each sample's latent ``z``.
+LATENT = "latent"
+Conditioning = Literal["product", "concat"]
+TargetDraw = Literal["balanced", "uniform"]
+
+
+def balanced_targets(n: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """``n`` class targets in equal counts: ``(i + s) mod C`` for ``i < n`` and a random start
+    ``s``, so every class appears ``n // C`` or ``n // C + 1`` times (exactly ``n / C`` when
+    ``C`` divides ``n``) and no class is favoured across batches."""
+    start = torch.randint(0, num_classes, (), device=device)
+    return (torch.arange(n, device=device) + start) % num_classes
+
+
 class ConditionalGenerator(PersistentGenerator):
-    """A class-conditional generator kept across the run: the latent ``z`` is multiplied by a
-    learned embedding of the drawn class target before the DCGAN generator, so every render
-    aims at known classes (targets drawn uniformly). The conditioning used by DE-DFKD-style
-    methods; the rest is :class:`PersistentGenerator`'s."""
+    """A class-conditional generator ``G(z, y)`` kept across the run (DE-DFKD's, Liu et al.
+    2024): the target ``y`` passes through a learned embedding that multiplies the latent
+    (``conditioning: product``, ``embedding_dim = nz``; the ACGAN/CGAN generator's input) or is
+    concatenated to it (``concat``, any ``embedding_dim``), then the DCGAN generator body.
+    Targets are class-balanced by construction (``targets: balanced``, equal counts per class,
+    :func:`balanced_targets`) or drawn uniformly (``uniform``); they travel with the samples,
+    and each sample's latent travels as the extra :data:`LATENT` (for the mode-seeking term).
+    The embedding starts as ``nn.Embedding``'s N(0, 1), so the classes differ from the first
+    step. The rest is :class:`PersistentGenerator`'s (Adam ``lr``, ``betas``, ``output``)."""
 
-    summary = "a class-conditional generator trained for the whole run"
+    summary = "a class-conditional generator G(z, y) with class-balanced batches (DE-DFKD)"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        nz: int = 256,
+        ngf: int = 64,
+        output: GeneratorOutput = "sigmoid",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        conditioning: Conditioning = "product",
+        embedding_dim: int | None = None,
+        targets: TargetDraw = "balanced",
+    ) -> None:
+        super().__init__(nz=nz, ngf=ngf, output=output, lr=lr, betas=betas)
+        if conditioning not in ("product", "concat"):
+            raise ConfigError(f"conditioning must be 'product' or 'concat', got {conditioning!r}")
+        if targets not in ("balanced", "uniform"):
+            raise ConfigError(f"targets must be 'balanced' or 'uniform', got {targets!r}")
+        embedding_dim = nz if embedding_dim is None else embedding_dim
+        if embedding_dim < 1:
+            raise ConfigError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if conditioning == "product" and embedding_dim != nz:
+            raise ConfigError(
+                f"conditioning: product multiplies z by the label embedding, so embedding_dim "
+                f"must equal nz ({nz}), got {embedding_dim}; use conditioning: concat for "
+                "another size"
+            )
+        self.conditioning, self.embedding_dim, self.target_draw = (
+            conditioning,
+            embedding_dim,
+            targets,
+        )
         self.embedding: nn.Embedding | None = None
         self._last_targets: torch.Tensor | None = None
 
@@ -292,8 +350,10 @@ class ConditionalGenerator(PersistentGenerator):
         if spec.num_classes < 1:
             raise ConfigError("a class-conditional generator needs classes (num_classes >= 1)")
         super().bind(spec)
-        self.embedding = nn.Embedding(spec.num_classes, self.nz)
-        nn.init.normal_(self.embedding.weight, 1.0, 0.02)
+        self.embedding = nn.Embedding(spec.num_classes, self.embedding_dim)
+
+    def input_width(self) -> int:
+        return self.nz if self.conditioning == "product" else self.nz + self.embedding_dim
 
     def configure_optimizers(
         self, extra_parameters: Sequence[nn.Parameter] = ()
@@ -302,14 +362,26 @@ class ConditionalGenerator(PersistentGenerator):
         params = [*self.generator.parameters(), *self.embedding.parameters()]
         return [_adam(params, extra_parameters, self.lr, self.betas)]
 
-    def conditioned(self, z: torch.Tensor, targets: torch.Tensor) -> SyntheticBatch:
+    def generator_input(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The generator body's input: ``z * e(y)`` or ``[z, e(y)]``."""
         assert self.embedding is not None
-        return SyntheticBatch(self.images(z * self.embedding(targets)), targets)
+        label = self.embedding(targets)
+        return z * label if self.conditioning == "product" else torch.cat([z, label], dim=1)
+
+    def conditioned(self, z: torch.Tensor, targets: torch.Tensor) -> SyntheticBatch:
+        """``G(z, y)`` with the targets and latents attached."""
+        images = self.images(self.generator_input(z, targets))
+        return SyntheticBatch(images, targets, {LATENT: z})
+
+    def draw_targets(self, n: int) -> torch.Tensor:
+        classes = self.bound_spec().num_classes
+        if self.target_draw == "balanced":
+            return balanced_targets(n, classes, self.device)
+        return torch.randint(0, classes, (n,), device=self.device)
 
     def render(self, n: int | None = None) -> SyntheticBatch:
-        spec = self.bound_spec()
-        n = n or spec.batch_size
-        targets = torch.randint(0, spec.num_classes, (n,), device=self.device)
+        n = n or self.bound_spec().batch_size
+        targets = self.draw_targets(n)
         z = torch.randn(n, self.nz, device=self.device)
         self._last_z, self._last_targets = z, targets
         return self.conditioned(z, targets)

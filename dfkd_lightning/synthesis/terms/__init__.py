@@ -1,6 +1,13 @@
 """Loss terms: the registry, the weighted objective and the per-step context they read."""
 
-from dfkd_lightning.synthesis.terms import classic, contrastive, regression, relation, student
+from dfkd_lightning.synthesis.terms import (
+    classic,
+    contrastive,
+    diversity,
+    regression,
+    relation,
+    student,
+)
 from dfkd_lightning.synthesis.terms.base import (
     TERMS,
     LossTerm,
@@ -22,6 +29,7 @@ __all__ = [
     "build_objective",
     "classic",
     "contrastive",
+    "diversity",
     "regression",
     "register_term",
     "relation",

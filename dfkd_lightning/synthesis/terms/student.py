@@ -6,15 +6,17 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.losses import KLReduction, check_kl_reduction, kd_loss
 from dfkd_lightning.synthesis import losses
+from dfkd_lightning.synthesis.batch import NO_TARGET
 from dfkd_lightning.synthesis.stage_outputs import default_stage_names
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
 
-__all__ = ["AttentionTransferTerm", "KDTerm", "L1DistillationTerm"]
+__all__ = ["AttentionTransferTerm", "KDTerm", "L1DistillationTerm", "TargetCETerm"]
 
 
 @register_term("kd")
@@ -36,6 +38,28 @@ class KDTerm(LossTerm):
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return kd_loss(
             ctx.student_output().logits, ctx.teacher.logits, self.temperature, self.reduction
+        )
+
+
+@register_term("ce")
+class TargetCETerm(LossTerm):
+    """``CE(s, y)``: the student's cross-entropy to the classes the samples were synthesized
+    for (a conditional synthesizer's targets; DE-DFKD's optional student term)."""
+
+    summary = "CE of the student to the synthesized samples' targets"
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(student=True)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        if ctx.targets is None:
+            raise ConfigError(
+                "the ce student term reads the samples' class targets, but this synthesizer "
+                "aims at no class; use a conditional synthesizer or set ce to 0"
+            )
+        return F.cross_entropy(
+            ctx.student_output().logits.float(), ctx.targets, ignore_index=NO_TARGET
         )
 
 
