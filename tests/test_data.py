@@ -25,6 +25,7 @@ from dfkd_lightning.data import (
     sources,
 )
 from dfkd_lightning.data.tiny_imagenet import URL as TINY_URL
+from dfkd_lightning.errors import ConfigError
 
 DIGITS_TOTAL = 1797
 
@@ -372,3 +373,48 @@ def test_trainer_fit(source: str, val_fraction: float) -> None:
         assert model.steps == [0, 1, 2, 3] * 2 and model.val_batches == 0
     else:
         assert trainer.global_step == 2 * (184 // 32) and model.val_batches == 2
+
+
+# --------------------------------------------------------------------------- train parts
+def test_private_and_public_parts_split_the_train_split() -> None:
+    """A teacher on the private part and a prior on the public part share no image; both are
+    stratified, seeded by part_seed, and carve their validation sets from themselves."""
+    whole = ClassificationDataModule("digits", val_fraction=0.1)
+    parts = {
+        part: ClassificationDataModule("digits", val_fraction=0.1, train_part=part)
+        for part in ("private", "public")
+    }
+    split = {part: dm.split_indices() for part, dm in parts.items()}
+    private = set(split["private"]["train"]) | set(split["private"]["val"])
+    public = set(split["public"]["train"]) | set(split["public"]["val"])
+    everything = set(whole.split_indices()["train"]) | set(whole.split_indices()["val"])
+    assert not private & public and private | public == everything
+    assert len(public) == round(0.5 * len(everything))
+    assert len(split["private"]["val"]) == round(0.1 * len(private))
+    targets = sources.targets_of(whole._base("train"))
+    counts = np.bincount(targets[sorted(public)], minlength=10)
+    halves = np.bincount(targets, minlength=10) / 2
+    assert np.all(np.abs(counts - halves) <= 1)  # stratified
+    again = ClassificationDataModule("digits", train_part="public", part_seed=0)
+    other = ClassificationDataModule("digits", train_part="public", part_seed=1)
+    assert (
+        again.split_indices()
+        == ClassificationDataModule("digits", train_part="public").split_indices()
+    )
+    assert other.split_indices() != again.split_indices()
+
+
+def test_the_whole_train_split_is_split_as_before() -> None:
+    dm = ClassificationDataModule("digits", val_fraction=0.1, seed=3)
+    targets = sources.targets_of(dm._base("train"))
+    train, val = sources.split_indices(targets, 0.1, 3)
+    assert dm.split_indices() == {"train": train.tolist(), "val": val.tolist()}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"train_part": "half"}, "train_part"), ({"public_fraction": 1.0}, "public_fraction")],
+)
+def test_train_part_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ClassificationDataModule("digits", **options)

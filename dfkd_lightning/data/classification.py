@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -22,6 +23,12 @@ class ClassificationDataModule(L.LightningDataModule):
     ``val_fraction`` of the official train split (same ``seed`` -> same split on every run and
     rank; ``val_fraction=0`` -> no validation); the test set is the official test split
     (Tiny-ImageNet: the official val set; digits/fake: a fixed 20% carve-out).
+
+    ``train_part``: the whole official train split (``all``), or one of two disjoint, seeded
+    (``part_seed``), stratified parts of it: ``public`` (``public_fraction`` of it) and
+    ``private`` (the rest). A teacher trained on the private part and a generative prior
+    trained on the public part never share an image; the validation set is then carved from
+    the chosen part, and the test split is unchanged.
 
     With ``train_source="steps"`` the train loader yields ``steps_per_epoch`` step indices
     (plain ints) for data-free methods and never reads the training images.
@@ -47,6 +54,9 @@ class ClassificationDataModule(L.LightningDataModule):
         steps_per_epoch: int = 100,
         fake_size: int = 256,
         fake_num_classes: int = 10,
+        train_part: Literal["all", "private", "public"] = "all",
+        public_fraction: float = 0.5,
+        part_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # logged under data by RunRecord
@@ -64,6 +74,11 @@ class ClassificationDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.fake_size = fake_size
         self.fake_num_classes = fake_num_classes
+        self.train_part, self.public_fraction, self.part_seed = (
+            train_part,
+            public_fraction,
+            part_seed,
+        )
 
         self._validate(image_size, channels)
         is_fake = self.spec.name == "fake"
@@ -99,6 +114,12 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.train_source not in ("real", "steps"):
             raise ConfigError(f"train_source must be 'real' or 'steps', got {self.train_source!r}")
+        if self.train_part not in ("all", "private", "public"):
+            raise ConfigError(
+                f"train_part must be 'all', 'private' or 'public', got {self.train_part!r}"
+            )
+        if not 0.0 < self.public_fraction < 1.0:
+            raise ConfigError(f"public_fraction must be in (0, 1), got {self.public_fraction}")
         if self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
         if self.spec.name == "fake" and (self.fake_size < 2 or self.fake_num_classes < 1):
@@ -137,12 +158,22 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def split_indices(self) -> dict[str, list[int]]:
-        """``{"train": [...], "val": [...]}`` indices into the official train split."""
+        """``{"train": [...], "val": [...]}`` indices into the official train split (into
+        its ``train_part``)."""
         if not self._split:
             targets = sources.targets_of(self._base("train"))
-            train, val = sources.split_indices(targets, self.val_fraction, self.seed)
-            self._split = {"train": train.tolist(), "val": val.tolist()}
+            part = self.part_indices(targets)
+            train, val = sources.split_indices(targets[part], self.val_fraction, self.seed)
+            self._split = {"train": part[train].tolist(), "val": part[val].tolist()}
         return self._split
+
+    def part_indices(self, targets: np.ndarray) -> np.ndarray:
+        """The indices of ``train_part`` in the official train split of labels ``targets``."""
+        everything = np.arange(len(targets))
+        if self.train_part == "all":
+            return everything
+        private, public = sources.split_indices(targets, self.public_fraction, self.part_seed)
+        return public if self.train_part == "public" else private
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets ``stage`` needs (``None``: all of them)."""
