@@ -65,7 +65,7 @@ MONITORED = (
 def benchmarked_configs() -> list[str]:
     """Every data-free digits experiment: the methods and their variants (``cmi_rgal``...)."""
     names = sorted(path.stem for path in EXPERIMENTS.glob("*.yaml"))
-    return [name for name in names if not name.startswith(("teacher_", "kd_"))]
+    return [name for name in names if not name.startswith(("teacher_", "kd_", "diffusion_"))]
 
 
 def fit(config: Path, *overrides: str) -> DFKDCLI:

@@ -7,6 +7,7 @@ from dfkd_lightning.methods.dedfkd import DEDFKD
 from dfkd_lightning.methods.deepinversion import DeepInversion
 from dfkd_lightning.methods.dfad import DFAD
 from dfkd_lightning.methods.dfq import DFQ
+from dfkd_lightning.methods.diffusion_prior import DiffusionPriorTraining
 from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
@@ -45,6 +46,7 @@ __all__ = [
     "DataFreeDistillation",
     "DataFreeRegression",
     "DeepInversion",
+    "DiffusionPriorTraining",
     "FastDFKD",
     "KnowledgeDistillation",
     "ManualSteps",
