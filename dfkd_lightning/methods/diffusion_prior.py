@@ -21,7 +21,7 @@ from dfkd_lightning.optim import build_optimization
 __all__ = ["DiffusionPriorTraining"]
 
 
-def adam_default(params: Any) -> torch.optim.Optimizer:
+def adamw_default(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
 
 
@@ -117,7 +117,7 @@ class DiffusionPriorTraining(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(
-            self.unet.parameters(), self.optimizer or adam_default, self.scheduler
+            self.unet.parameters(), self.optimizer or adamw_default, self.scheduler
         )
 
     def pipeline(self) -> DDPMPipeline:
