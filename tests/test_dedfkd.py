@@ -10,12 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
+    CONFIGS,
+    QUIET,
+    few_batches,
     quick_trainer,
     small_method_options,
     tiny_fake_run,
+    write_fake_mnist,
 )
 
 from dfkd_lightning.callbacks import SampleCallback
+from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.data import ClassificationDataModule
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.methods import DEDFKD
@@ -263,3 +268,20 @@ def test_the_unconditional_ablation_labels_by_the_teacher(fake_teacher: Path) ->
     assert isinstance(cli.model.synthesizer, PersistentGenerator)
     assert not isinstance(cli.model.synthesizer, ConditionalGenerator)
     assert torch.isfinite(cli.trainer.callback_metrics["synth/ml_separation"])
+
+
+def test_the_mnist_experiments_run_on_mnist_files(tmp_path: Path) -> None:
+    """configs/experiments/mnist: the teacher, then DE-DFKD from its checkpoint (the default
+    path), on MNIST's raw files in data/mnist (random ones here: nothing is downloaded)."""
+    write_fake_mnist(tmp_path / "data" / "mnist", train=64, test=16)
+    mnist = CONFIGS / "experiments" / "mnist"
+    cpu = ["--trainer.accelerator", "cpu", "--data.init_args.num_workers", "0"]
+    teacher = ["--config", str(mnist / "teacher_lenet5_bn.yaml"), *QUIET[:4]]
+    DFKDCLI(args=["fit", *teacher, *few_batches(train=2), *cpu])
+    assert Path("runs/mnist/teacher_lenet5_bn/checkpoints/final.ckpt").is_file()
+    small = ["--model.init_args.batch_size", "20", "--model.init_args.synthesis_batch_size", "20"]
+    cli = DFKDCLI(
+        args=["fit", "--config", str(mnist / "dedfkd.yaml"), *QUIET, *few_batches(2), *cpu, *small]
+    )
+    assert isinstance(cli.model, DEDFKD) and cli.model.student_steps == 2
+    assert cli.datamodule.dataset == "mnist" and "test/acc" in cli.trainer.callback_metrics
