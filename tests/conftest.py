@@ -129,6 +129,22 @@ TINY = [
     "--trainer.limit_test_batches",
     "1",
 ]
+
+
+def few_batches(train: int, val: int = 1, test: int = 1) -> list[str]:
+    """CLI overrides for one epoch of ``train`` batches, ``val`` and ``test`` batches."""
+    return [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        str(train),
+        "--trainer.limit_val_batches",
+        str(val),
+        "--trainer.limit_test_batches",
+        str(test),
+    ]
+
+
 #: CMI's memory bank at smoke-run size.
 SMALL_BANK = {
     "cmi": [

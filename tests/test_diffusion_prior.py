@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, QUIET
+from conftest import CONFIGS, QUIET, few_batches
 from diffusers import DDPMPipeline
 
 from dfkd_lightning.cli import DFKDCLI
@@ -29,14 +29,7 @@ def test_the_digits_prior_trains_saves_and_loads_as_a_diffusers_pipeline(tmp_pat
             "--config",
             str(CONFIGS / "experiments" / "digits" / "diffusion_prior.yaml"),
             *QUIET,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "3",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.limit_test_batches",
-            "1",
+            *few_batches(train=3),
             "--model.init_args.block_out_channels",
             "[8, 16]",
         ]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, quick_trainer, tiny_fake_args
+from conftest import CONFIGS, QUIET, few_batches, quick_trainer, tiny_fake_args
 from PIL import Image
 from torch import nn
 from torchvision.datasets import ImageFolder
@@ -238,14 +238,7 @@ def test_command_line_trains_kd_on_an_exported_set(
             "--model.init_args.teacher_checkpoint",
             str(digits_bn_teacher_ckpt),
             *QUIET,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "3",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.limit_test_batches",
-            "2",
+            *few_batches(train=3, test=2),
         ]
     )
     data = cli.datamodule

@@ -3,35 +3,22 @@ equations are ours: the paper's text is not public), and the mode-seeking ratio 
 (MSGAN, CVPR 2019, Eq. 2) as an alternative spread.
 
 Distances of :func:`intra_class_spread_loss` and :func:`class_separation_loss` are Euclidean
-on the unit sphere (features L2-normalised, so they lie in ``[0, 2]`` and a margin means the
-same at every width); :func:`mode_seeking_loss` uses MSGAN's mean absolute differences.
+on the unit sphere (:func:`~dfkd_lightning.synthesis.relation.unit_distances`: features
+L2-normalised, so they lie in ``[0, 2]`` and a margin means the same at every width);
+:func:`mode_seeking_loss` uses MSGAN's mean absolute differences.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from dfkd_lightning.synthesis.relation import same_label_pairs, unit_distances
 
 __all__ = [
     "class_separation_loss",
     "intra_class_spread_loss",
     "mode_seeking_loss",
-    "sphere_distances",
 ]
-
-
-def sphere_distances(features: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances of the L2-normalised rows of ``features`` (flattened),
-    ``(N, N)`` in ``[0, 2]``; kept at 1e-6 or more, so that coinciding samples (and the
-    diagonal) have a finite gradient."""
-    e = F.normalize(features.flatten(1).float(), p=2, dim=1)
-    return (2.0 - 2.0 * e @ e.t()).clamp(min=1e-12).sqrt()
-
-
-def _same_label_pairs(labels: torch.Tensor) -> torch.Tensor:
-    """``(N, N)`` mask of the ordered pairs ``i != j`` that share a label."""
-    same = labels[:, None] == labels[None, :]
-    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,8 +34,8 @@ def intra_class_spread_loss(
     """``mean over same-label pairs (i != j) of max(0, m - d(f_i, f_j))``: samples of one
     class made from different latents are pushed apart until they are ``m`` apart on the unit
     sphere (the intra-class spread; 0 when no two samples share a label)."""
-    distances = sphere_distances(features)
-    return _masked_mean((margin - distances).clamp(min=0.0), _same_label_pairs(labels))
+    distances = unit_distances(features.flatten(1))
+    return _masked_mean((margin - distances).clamp(min=0.0), same_label_pairs(labels))
 
 
 def class_separation_loss(
@@ -58,8 +45,8 @@ def class_separation_loss(
     max(0, max_p d(a, p) - min_n d(a, n) + m)``, ``p`` sharing ``a``'s label, ``n`` not,
     over the anchors that have both: every class stays ``m`` clear of the others however far
     its samples spread (0 when no anchor has both)."""
-    distances = sphere_distances(features)
-    positive = _same_label_pairs(labels)
+    distances = unit_distances(features.flatten(1))
+    positive = same_label_pairs(labels)
     negative = labels[:, None] != labels[None, :]
     hardest_positive = distances.masked_fill(~positive, float("-inf")).amax(dim=1)
     nearest_negative = distances.masked_fill(~negative, float("inf")).amin(dim=1)
@@ -78,6 +65,6 @@ def mode_seeking_loss(
     f, z = features.flatten(1).float(), latents.flatten(1).float()
     feature_gap = torch.cdist(f, f, p=1) / f.shape[1]
     latent_gap = torch.cdist(z, z, p=1) / z.shape[1]
-    pairs = _same_label_pairs(labels)
+    pairs = same_label_pairs(labels)
     ratio = (feature_gap / latent_gap.masked_fill(~pairs, 1.0)).masked_fill(~pairs, 1.0)
     return _masked_mean(1.0 / (ratio + eps), pairs)

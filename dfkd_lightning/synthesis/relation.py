@@ -31,6 +31,7 @@ __all__ = [
     "pooled_embedding",
     "sample_triplets",
     "triplet_loss",
+    "same_label_pairs",
     "unit_distances",
 ]
 
@@ -54,11 +55,18 @@ def pooled_embedding(features: torch.Tensor) -> torch.Tensor:
 
 def unit_distances(embedding: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances of the rows of ``embedding`` after L2 normalisation,
-    ``(N, N)`` in ``[0, 2]`` with a zero diagonal."""
+    ``(N, N)`` in ``[0, 2]`` with a zero diagonal; distinct rows that coincide are 1e-6 apart,
+    so that the gradient stays finite everywhere."""
     e = F.normalize(embedding.float(), p=2, dim=1)
-    squared = (2.0 - 2.0 * e @ e.t()).clamp(min=0.0)
-    squared = squared.fill_diagonal_(0.0)
-    return squared.sqrt()
+    distances = (2.0 - 2.0 * e @ e.t()).clamp(min=1e-12).sqrt()
+    return distances * ~torch.eye(len(e), dtype=torch.bool, device=e.device)
+
+
+def same_label_pairs(labels: torch.Tensor) -> torch.Tensor:
+    """``(N, N)`` mask of the ordered pairs ``i != j`` that share a label."""
+    labels = labels.reshape(-1)
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
 def inverse_density_log_weight(distances: torch.Tensor, dim: int) -> torch.Tensor:
@@ -117,10 +125,8 @@ def sample_triplets(
     the device once per call (as the release's sampler does)."""
     with torch.no_grad():
         labels = labels.reshape(-1)
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        eye = torch.eye(labels.numel(), dtype=torch.bool, device=labels.device)
-        positive_pairs = (same & ~eye).nonzero()
-        if positive_pairs.numel() == 0 or bool(same.all()):
+        positive_pairs = same_label_pairs(labels).nonzero()
+        if positive_pairs.numel() == 0 or bool((labels == labels[0]).all()):
             return None
         anchor, positive = positive_pairs[:, 0], positive_pairs[:, 1]
         probabilities = negative_probabilities(
