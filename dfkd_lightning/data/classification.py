@@ -178,9 +178,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets ``stage`` needs (``None``: all of them)."""
         if stage in (None, "fit") and self.train_source == "real" and self.train_set is None:
-            self.train_set = sources.TransformedSubset(
-                self._base("train"), self.split_indices()["train"], self._transform(train=True)
-            )
+            self.train_set = self.build_train_set()
         needs_val = stage in (None, "fit", "validate") and self.val_fraction > 0
         if needs_val and self.val_set is None:
             self.val_set = sources.TransformedSubset(
@@ -191,6 +189,12 @@ class ClassificationDataModule(L.LightningDataModule):
             self.test_set = sources.TransformedSubset(
                 test, range(len(test)), self._transform(train=False)
             )
+
+    def build_train_set(self) -> Dataset | None:
+        """The train split (None: not available yet, built when the loader is asked for)."""
+        return sources.TransformedSubset(
+            self._base("train"), self.split_indices()["train"], self._transform(train=True)
+        )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:

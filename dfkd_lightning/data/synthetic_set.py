@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from torch.utils.data import DataLoader
+
 from dfkd_lightning.data import sources
 from dfkd_lightning.data.classification import ClassificationDataModule
 from dfkd_lightning.errors import ConfigError
@@ -42,10 +44,17 @@ class SyntheticSetDataModule(ClassificationDataModule):
     """
 
     def __init__(
-        self, synthetic_dir: str | None = None, augment: bool = False, **kwargs: Any
+        self,
+        synthetic_dir: str | None = None,
+        augment: bool = False,
+        written_by_run: bool = False,
+        **kwargs: Any,
     ) -> None:
-        """``kwargs``: :class:`ClassificationDataModule`'s (``dataset``, ``batch_size``, ...)."""
+        """``kwargs``: :class:`ClassificationDataModule`'s (``dataset``, ``batch_size``, ...).
+        ``written_by_run``: the run itself writes the set at the start of fit (DiffDFKD's
+        generate-then-distil), so it is read and checked when the train loader is built."""
         super().__init__(augment=augment, **kwargs)
+        self.written_by_run = written_by_run
         if not synthetic_dir:
             raise ConfigError(
                 "SyntheticSetDataModule needs synthetic_dir: the directory an ExportPool "
@@ -82,7 +91,8 @@ class SyntheticSetDataModule(ClassificationDataModule):
     def prepare_data(self) -> None:
         """The real dataset's checks, and the synthetic set's (fails early)."""
         super().prepare_data()
-        self.check_synthetic_set()
+        if not self.written_by_run:
+            self.check_synthetic_set()
 
     def synthetic_train_set(self) -> sources.TransformedSubset:
         """The exported images at ``image_size`` with their labels, normalised (and augmented
@@ -103,8 +113,12 @@ class SyntheticSetDataModule(ClassificationDataModule):
         )
         return sources.TransformedSubset(base, range(len(base)), transform)
 
-    def setup(self, stage: str | None = None) -> None:
-        """The synthetic train split (``fit``), then the real validation and test splits."""
-        if stage in (None, "fit") and self.train_source == "real" and self.train_set is None:
+    def build_train_set(self) -> sources.TransformedSubset | None:
+        """The synthetic set (None until the loader is asked for when the run writes it)."""
+        return None if self.written_by_run else self.synthetic_train_set()
+
+    def train_dataloader(self) -> DataLoader:
+        """The synthetic set's batches (read now when the run writes it at fit start)."""
+        if self.train_set is None and self.train_source == "real":
             self.train_set = self.synthetic_train_set()
-        super().setup(stage)
+        return super().train_dataloader()

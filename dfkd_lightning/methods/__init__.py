@@ -7,6 +7,7 @@ from dfkd_lightning.methods.dedfkd import DEDFKD
 from dfkd_lightning.methods.deepinversion import DeepInversion
 from dfkd_lightning.methods.dfad import DFAD
 from dfkd_lightning.methods.dfq import DFQ
+from dfkd_lightning.methods.diffdfkd import DiffDFKD
 from dfkd_lightning.methods.diffusion_prior import DiffusionPriorTraining
 from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
@@ -32,11 +33,14 @@ DATA_FREE_METHODS: dict[str, type[DataFreeDistillation]] = {
     "rgal": RGAL,
     "dedfkd": DEDFKD,
 }
+#: The data-free methods that start from a pretrained diffusion model (``pretrained`` needed).
+DIFFUSION_METHODS: dict[str, type[DataFreeDistillation]] = {"diffdfkd": DiffDFKD}
 
 __all__ = [
     "CMI",
     "DAFL",
     "DATA_FREE_METHODS",
+    "DIFFUSION_METHODS",
     "DEDFKD",
     "DFAD",
     "DFQ",
@@ -45,6 +49,7 @@ __all__ = [
     "ClassifierEvaluation",
     "DataFreeDistillation",
     "DataFreeRegression",
+    "DiffDFKD",
     "DeepInversion",
     "DiffusionPriorTraining",
     "FastDFKD",

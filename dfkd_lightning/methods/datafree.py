@@ -459,21 +459,28 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
     def _student_step(self) -> None:
         optimizer = self.optimizers()
         optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
-        weights = self.student_objective.active(epoch=self.current_epoch)
         if self.student_samples == "pool" and len(self.pool) == 0:
             return  # sample filters have kept nothing yet
         with optimizer.toggle_model():
             batch, pooled = self.student_batch()
             if len(batch) == 0:
                 return  # a sample filter kept none of this step's samples
-            augment = self.student_augmenter if pooled else None
-            inputs = self.network_inputs(batch.samples, augment)
-            teacher, student = self.outputs(
-                inputs, self.student_objective.needs(weights), synthesis=False
-            )
-            ctx = StepContext(batch, inputs, teacher, student, "student", self)
-            loss, values = self.student_objective(ctx, weights)
-            self.optimizer_step(optimizer, loss)
+            self.student_update(batch, self.student_augmenter if pooled else None)
+
+    def student_update(
+        self, batch: SyntheticBatch, augment: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> None:
+        """One optimizer step of the student on ``batch`` with the student objective."""
+        optimizer = self.optimizers()
+        optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+        weights = self.student_objective.active(epoch=self.current_epoch)
+        inputs = self.network_inputs(batch.samples, augment)
+        teacher, student = self.outputs(
+            inputs, self.student_objective.needs(weights), synthesis=False
+        )
+        ctx = StepContext(batch, inputs, teacher, student, "student", self)
+        loss, values = self.student_objective(ctx, weights)
+        self.optimizer_step(optimizer, loss)
         self.student_steps += 1
         self.log_terms("train", {"loss": loss, **values})
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from dfkd_lightning.data.specs import denormalize
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.methods.hyperparameters import record_hyperparameters
 from dfkd_lightning.optim import build_optimization
+
+if TYPE_CHECKING:
+    from diffusers import DDPMPipeline
 
 __all__ = ["DiffusionPriorTraining"]
 
@@ -65,6 +67,8 @@ class DiffusionPriorTraining(L.LightningModule):
         if classes is not None and not all(0 <= c < num_classes for c in classes):
             raise ConfigError(f"classes must lie in [0, {num_classes}), got {list(classes)}")
         channels = input_shape[0]
+        from diffusers import DDPMScheduler, UNet2DModel  # here: diffusers loads slowly
+
         self.unet = UNet2DModel(
             sample_size=sample_size,
             in_channels=channels,
@@ -122,6 +126,8 @@ class DiffusionPriorTraining(L.LightningModule):
 
     def pipeline(self) -> DDPMPipeline:
         """The prior as a diffusers pipeline (the trained UNet and its scheduler)."""
+        from diffusers import DDPMPipeline
+
         return DDPMPipeline(unet=self.unet, scheduler=self.noise_scheduler)
 
     def output_dir(self) -> Path:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dfkd_lightning.errors import UserError
+from dfkd_lightning.producers import command_that_writes
 
 __all__ = [
     "AUTO_PREFIXES",
@@ -111,7 +112,9 @@ def read_checkpoint(location: str | os.PathLike[str]) -> Any:
     if not os.path.exists(location):
         resolved = os.path.abspath(location)
         where = "" if resolved == location else f" (resolved to {resolved})"
-        raise CheckpointNotFoundError(f"checkpoint file not found: {location}{where}")
+        made = command_that_writes(location)
+        fix = f"; {made}" if made else ""
+        raise CheckpointNotFoundError(f"checkpoint file not found: {location}{where}{fix}")
     if not os.path.isfile(location):
         raise CheckpointNotFoundError(f"checkpoint path {location} is not a file")
     try:

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["NO_TARGET", "SyntheticBatch"]
+__all__ = ["NO_TARGET", "SOFT_TARGETS", "SyntheticBatch"]
 
 #: The target stored for a sample that was synthesized without a class target.
 NO_TARGET = -1
+
+#: The extra holding per-sample class distributions ``(N, C)`` that the synthesis aims at when
+#: samples mix classes (cross-class latent CutMix); ``targets`` is then each one's largest share.
+SOFT_TARGETS = "soft_targets"
 
 
 @dataclass

@@ -51,15 +51,23 @@ def _no_autocast(x: torch.Tensor) -> AbstractContextManager[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def one_hot_loss(teacher_logits: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+def one_hot_loss(
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    soft_targets: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cross-entropy of the teacher's prediction to hard labels (mean over the batch).
 
     With sampled ``targets`` this is the class-conditional term of DeepInversion (Eq. 2's
     ``L(x, y)``), DFQ and CMI/FastDFKD (``oh``). With ``targets=None`` the teacher's own argmax
     is used as the label, which is DAFL's one-hot loss (Chen et al. 2019, Eq. 3, L_oh).
+    ``soft_targets`` (class distributions, e.g. of cross-class CutMix) replace the hard labels:
+    ``-sum_c y_c log p_c``.
     """
     with _no_autocast(teacher_logits):
         logits = _fp32(teacher_logits)
+        if soft_targets is not None:
+            return F.cross_entropy(logits, soft_targets.float())
         if targets is None:
             targets = logits.detach().argmax(dim=1)
         return F.cross_entropy(logits, targets)

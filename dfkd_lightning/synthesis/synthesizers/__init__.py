@@ -1,6 +1,7 @@
 """Synthesizers: the components that make a data-free method's samples."""
 
 from dfkd_lightning.synthesis.synthesizers.base import SampleSpec, Synthesizer, random_targets
+from dfkd_lightning.synthesis.synthesizers.diffusion import DiffusionSynthesizer
 from dfkd_lightning.synthesis.synthesizers.generators import (
     LATENT,
     ConditionalGenerator,
@@ -26,6 +27,7 @@ SYNTHESIZERS: dict[str, type[Synthesizer]] = {
         ResetGenerator,
         MetaGenerator,
         ConditionalGenerator,
+        DiffusionSynthesizer,
         TabularGenerator,
         DirectOptimization,
         GaussianSampler,
@@ -37,6 +39,7 @@ __all__ = [
     "LATENT",
     "SYNTHESIZERS",
     "ConditionalGenerator",
+    "DiffusionSynthesizer",
     "DirectOptimization",
     "GaussianSampler",
     "LatinHypercubeSampler",

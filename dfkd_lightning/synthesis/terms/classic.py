@@ -11,6 +11,7 @@ import torch
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.losses import KLReduction, check_kl_reduction
 from dfkd_lightning.synthesis import losses
+from dfkd_lightning.synthesis.batch import SOFT_TARGETS
 from dfkd_lightning.synthesis.terms.base import LossTerm, register_term
 from dfkd_lightning.synthesis.terms.context import Needs, StepContext
 
@@ -30,12 +31,14 @@ __all__ = [
 @register_term("oh")
 class OneHotTerm(LossTerm):
     """Cross-entropy of the teacher to the batch's targets, or to its own argmax when the
-    synthesizer aims at no class (DeepInversion Eq. 2; DAFL Eq. 3)."""
+    synthesizer aims at no class (DeepInversion Eq. 2; DAFL Eq. 3), or to the batch's
+    :data:`~dfkd_lightning.synthesis.batch.SOFT_TARGETS` when its samples mix classes."""
 
     summary = "CE of the teacher to the targets (or its argmax)"
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return losses.one_hot_loss(ctx.teacher.logits, ctx.targets)
+        soft = ctx.batch.extras.get(SOFT_TARGETS)
+        return losses.one_hot_loss(ctx.teacher.logits, ctx.targets, soft)
 
 
 @register_term("bn")

@@ -1,0 +1,129 @@
+"""Frozen diffusers denoisers behind one small interface: a pixel-space ``UNet2DModel`` (a
+``DDPMPipeline`` directory, e.g. the digits prior) or a latent text-to-image pipeline (Stable
+Diffusion: UNet, VAE, tokenizer and text encoder) with classifier-free guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfkd_lightning.errors import ConfigError
+
+__all__ = ["Denoiser", "LatentTextDenoiser", "PixelDenoiser"]
+
+
+class Denoiser(nn.Module):
+    """``prepare(targets)`` once per batch, then ``predict(z, t, conditioning)`` (the UNet's
+    output for ``z`` at timestep ``t``, in the UNet's parameterisation) and ``decode(z0)``
+    (images in [0, 1], float32). The modules are frozen and kept in eval mode."""
+
+    def __init__(self, unet: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.unet = unet
+        self.dtype = dtype
+
+    def freeze(self) -> Denoiser:
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> Denoiser:
+        return super().train(False)  # frozen: dropout off whatever the method's mode
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        config = self.unet.config
+        size = config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return int(config.in_channels), int(height), int(width)
+
+    def prepare(self, targets: torch.Tensor) -> Any:
+        """The conditioning of a batch aimed at ``targets`` (None without text)."""
+        return None
+
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor, conditioning: Any):
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def enable_gradient_checkpointing(self) -> None:
+        for module in self.children():
+            if hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing()
+
+
+class PixelDenoiser(Denoiser):
+    """A pixel-space ``UNet2DModel``: samples live in [-1, 1] (diffusers' convention)."""
+
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor, conditioning: Any):
+        return self.unet(latents.to(self.dtype), timestep).sample.float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents.float() / 2 + 0.5).clamp(0, 1)
+
+
+class LatentTextDenoiser(Denoiser):
+    """Stable Diffusion's parts: the UNet denoises VAE latents conditioned on the text
+    encoder's embedding of ``prompt`` (``{class}`` in it is replaced by the target's name from
+    ``class_names``), with classifier-free guidance ``eps_u + s (eps_c - eps_u)`` against the
+    empty prompt when ``guidance_scale > 1``."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        dtype: torch.dtype,
+        prompt: str,
+        class_names: Sequence[str] | None,
+        guidance_scale: float,
+    ) -> None:
+        super().__init__(unet, dtype)
+        self.vae, self.text_encoder, self.tokenizer = vae, text_encoder, tokenizer
+        if "{class}" in prompt and not class_names:
+            raise ConfigError(
+                f"the prompt {prompt!r} names the class ({{class}}) but class_names is not set; "
+                "give class_names (one per class) or a prompt without {class}"
+            )
+        self.prompt, self.class_names = prompt, list(class_names or [])
+        self.guidance_scale = float(guidance_scale)
+
+    def prompts(self, targets: torch.Tensor) -> list[str]:
+        if "{class}" not in self.prompt:
+            return [self.prompt] * len(targets)
+        return [self.prompt.replace("{class}", self.class_names[int(t)]) for t in targets.cpu()]
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.unet.device)
+        with torch.no_grad():
+            return self.text_encoder(tokens)[0].to(self.dtype)
+
+    def prepare(self, targets: torch.Tensor) -> torch.Tensor:
+        text = self.embed(self.prompts(targets))
+        if self.guidance_scale <= 1.0:
+            return text
+        return torch.cat([self.embed([""] * len(targets)), text])
+
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor, conditioning: torch.Tensor):
+        latents = latents.to(self.dtype)
+        if self.guidance_scale <= 1.0:
+            return self.unet(latents, timestep, encoder_hidden_states=conditioning).sample.float()
+        both = self.unet(
+            torch.cat([latents, latents]), timestep, encoder_hidden_states=conditioning
+        ).sample.float()
+        unconditional, conditional = both.chunk(2)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        scaled = latents.to(self.dtype) / self.vae.config.scaling_factor
+        return (self.vae.decode(scaled).sample.float() / 2 + 0.5).clamp(0, 1)

@@ -1,0 +1,143 @@
+"""The teacher-guided denoising loop of DiffDFKD (Qi et al. 2025; FedCADO's classifier
+guidance on the predicted clean sample).
+
+At every step t of the scheduler: the denoiser's output for ``z_t``; the predicted clean
+latent ``z0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` (``a_t`` the cumulative alpha; the
+v- and sample-parameterisations likewise), computed **with gradients through the UNet**;
+the images ``decode(z0)`` at the teacher's resolution; the method's synthesis loss
+``L_inv`` of them; ``z_t <- z_t - eta * grad L_inv``; then the scheduler's step from the
+updated ``z_t`` with the same denoiser output. Latent CutMix mixes the latents before the
+steps it is due at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dfkd_lightning.synthesis.batch import SOFT_TARGETS, SyntheticBatch
+from dfkd_lightning.synthesis.diffusion.cutmix import LatentCutMix
+from dfkd_lightning.synthesis.diffusion.denoisers import Denoiser
+
+__all__ = ["GuidanceSettings", "guided_sample", "predicted_clean", "to_images"]
+
+#: Luma weights (ITU-R BT.601) for a one-channel teacher fed by an RGB model.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """``steps`` denoising steps; ``eta`` the guidance step on the latents (0: unguided
+    sampling); ``x0_gradients`` False reproduces the release's bug (z0 under ``no_grad``: the
+    loss is computed and nothing reaches the latents); ``cutmix``; ``save_x0_at``: the steps
+    whose decoded z0 are kept as extra samples (the release's N/5, ..., 4N/5 option)."""
+
+    steps: int = 50
+    eta: float = 1.0
+    x0_gradients: bool = True
+    cutmix: LatentCutMix = field(default_factory=LatentCutMix)
+    save_x0_at: tuple[int, ...] = ()
+
+
+def predicted_clean(
+    output: torch.Tensor, latents: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """The clean sample the denoiser predicts (DDPM Eq. 15 for ``epsilon``; ``v_prediction``:
+    ``sqrt(a) z - sqrt(1 - a) v``; ``sample``: the output itself)."""
+    if prediction_type == "epsilon":
+        return (latents - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * latents - (1 - alpha_bar).sqrt() * output
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def to_images(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Decoded images at the teacher's ``(C, H, W)``: resized with antialiasing, RGB to luma
+    for a one-channel teacher, gray repeated for a three-channel one."""
+    channels, height, width = shape
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(
+            images, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+        )
+    if images.shape[1] == 3 and channels == 1:
+        weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+        images = (images * weights).sum(1, keepdim=True)
+    elif images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    return images
+
+
+def guided_sample(
+    denoiser: Denoiser,
+    scheduler: Any,
+    targets: torch.Tensor,
+    num_classes: int,
+    shape: tuple[int, ...],
+    loss_fn: Callable[[SyntheticBatch], torch.Tensor] | None,
+    settings: GuidanceSettings,
+) -> SyntheticBatch:
+    """A batch for ``targets`` from fresh noise (the global RNG): the final samples, then the
+    saved intermediate z0 (``settings.save_x0_at``), with their targets (the class with the
+    largest share after cross-class CutMix) and, when CutMix mixes classes, ``SOFT_TARGETS``."""
+    n = len(targets)
+    device = denoiser.unet.device
+    scheduler.set_timesteps(settings.steps)
+    latents = torch.randn(n, *denoiser.latent_shape).to(device) * scheduler.init_noise_sigma
+    soft = F.one_hot(targets, num_classes).float() if num_classes > 0 else None
+    conditioning = denoiser.prepare(targets)
+    alphas = scheduler.alphas_cumprod.to(device)
+    guided = loss_fn is not None and settings.eta != 0
+    saved: list[SyntheticBatch] = []
+
+    def batch_of(images: torch.Tensor) -> SyntheticBatch:
+        extras = (
+            {SOFT_TARGETS: soft}
+            if soft is not None and settings.cutmix.mode == ("cross_class")
+            else {}
+        )
+        return SyntheticBatch(to_images(images, shape), targets, extras)
+
+    for step, timestep in enumerate(scheduler.timesteps):
+        if soft is not None and settings.cutmix.due(step, settings.steps):
+            latents, soft = settings.cutmix(latents, targets, soft)
+            if settings.cutmix.mode == "cross_class":
+                targets = soft.argmax(1)
+        model_input = scheduler.scale_model_input(latents, timestep)
+        keep = step in settings.save_x0_at
+        if guided:
+            with torch.enable_grad():
+                leaf = model_input.detach().requires_grad_(settings.x0_gradients)
+                graph = nullcontext() if settings.x0_gradients else torch.no_grad()
+                with graph:
+                    output = denoiser.predict(leaf, timestep, conditioning)
+                    clean = predicted_clean(
+                        output, leaf, alphas[timestep], scheduler.config.prediction_type
+                    )
+                    images = denoiser.decode(clean)
+                loss = loss_fn(batch_of(images))
+                if settings.x0_gradients:
+                    # x n: the step per image is the same whatever the micro-batch size
+                    (grad,) = torch.autograd.grad(loss * n, leaf)
+                    latents = latents - settings.eta * grad.to(latents.dtype)
+            output = output.detach()
+        else:
+            with torch.no_grad():
+                output = denoiser.predict(model_input, timestep, conditioning)
+                if keep:
+                    clean = predicted_clean(
+                        output, model_input, alphas[timestep], scheduler.config.prediction_type
+                    )
+                    images = denoiser.decode(clean)
+        if keep:
+            saved.append(batch_of(images.detach()).detach())
+        latents = scheduler.step(output, timestep, latents.detach()).prev_sample
+    with torch.no_grad():
+        final = batch_of(denoiser.decode(latents)).detach()
+    return SyntheticBatch.cat([final, *saved]) if saved else final
