@@ -280,13 +280,17 @@ def test_generate_then_distil_writes_the_set_then_trains_on_it(
         "10",
         "--trainer.max_epochs",
         "2",
+        "--trainer.callbacks",
+        '[{"class_path": "dfkd_lightning.callbacks.ClassBalance"}]',
     )
     L.seed_everything(0)
     cli = DFKDCLI(args=args)
     images, labels = load_exported(synthetic)
     assert images.shape == (30, 1, 8, 8) and labels.bincount().tolist() == [3] * 10
     assert cli.model.student_steps == 2 * 3  # 30 images in batches of 10, 2 epochs
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"])
+    assert 0 <= metrics["synth/target_match"] <= 1  # the monitors saw the generated rounds
     index = read_index(synthetic)
     assert index["source"]["generation"]["fingerprint"]["x0_gradients"] is True
 

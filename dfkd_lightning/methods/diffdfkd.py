@@ -30,7 +30,9 @@ class DiffDFKD(DataFreeDistillation):
     DDP rank its share of the rounds (``synthesis_batch_size`` images of consecutive classes,
     round ``r`` seeded by ``generation_seed`` and ``r``: the same set whatever the number of
     ranks) into its own shard, with a progress bar; finished rounds survive an interruption and
-    a finished set is reused. Then the student trains on that set through the DataModule, by
+    a finished set is reused. Each new round passes through the sample callbacks (filters,
+    monitoring, like every method's samples) before it is kept. Then the student trains on
+    that set through the DataModule, by
     epochs (the release's 240 epochs, SGD 0.2, multistep at 150/180/210). ``set_labels``:
     the targets the images were guided toward (``targets``) or the teacher's argmax
     (``teacher``: for unguided sampling).
@@ -119,6 +121,7 @@ class DiffDFKD(DataFreeDistillation):
                 **self.synthesizer.description(),
             },
             progress=self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None,
+            process=self.run_sample_callbacks,
         )
         self.synthesizer.attach(self.synthesis_loss_of)
         self.trainer.strategy.barrier("diffdfkd-set-written")

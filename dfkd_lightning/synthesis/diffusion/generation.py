@@ -92,10 +92,13 @@ def generate_set(
     storage: Storage = "uint8",
     description: dict[str, Any] | None = None,
     progress: bool = True,
+    process: Callable[[SyntheticBatch], SyntheticBatch] | None = None,
 ) -> Path:
     """This rank's share of ``plan`` made by ``synthesizer.generate(targets)`` and written to
     ``directory`` (``rank_XX`` under DDP) as a ``shards`` export labelled with the targets (or
-    ``label_with(images)``). Returns where this rank's shard is."""
+    ``label_with(images)``). ``process`` sees each new round before it is kept and may return
+    fewer samples (the method's sample callbacks: filters, monitoring); rounds and sets made
+    earlier are not seen again. Returns where this rank's shard is."""
     directory = Path(directory)
     if storage not in DTYPES:
         raise ConfigError(f"set_storage must be one of {list(DTYPES)}, got {storage!r}")
@@ -120,9 +123,15 @@ def generate_set(
         path = _round_file(directory, index)
         if not path.is_file():
             batch = _generate_round(synthesizer, targets[index], plan.round_seed(index))
-            labels = batch.targets if label_with is None else label_with(batch.samples)
+            if label_with is not None:
+                batch = SyntheticBatch(batch.samples, label_with(batch.samples), batch.extras)
+            if process is not None:
+                batch = process(batch)
             _save_atomically(
-                {"images": to_storage(batch.samples, DTYPES[storage]), "targets": labels.cpu()},
+                {
+                    "images": to_storage(batch.samples, DTYPES[storage]),
+                    "targets": batch.targets_or_none().cpu(),
+                },
                 path,
             )
             made += len(targets[index])
