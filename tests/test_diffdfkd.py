@@ -18,6 +18,8 @@ from torch import nn
 from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.errors import MissingFileError
 from dfkd_lightning.export.read import load_exported, read_index
+from dfkd_lightning.nets import build_classifier
+from dfkd_lightning.nets.checkpoint import CheckpointNotFoundError, read_checkpoint
 from dfkd_lightning.synthesis.batch import SOFT_TARGETS, SyntheticBatch
 from dfkd_lightning.synthesis.diffusion.cutmix import (
     LatentCutMix,
@@ -104,6 +106,8 @@ def test_a_missing_model_names_the_directory_and_the_command(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)  # the digits prior, not made yet: the config that makes it
     with pytest.raises(MissingFileError, match="configs/experiments/digits/diffusion_prior.yaml"):
         DiffusionSynthesizer("runs/digits/diffusion_prior/pipeline")
+    with pytest.raises(CheckpointNotFoundError, match="digits/teacher_lenet5_bn_private.yaml`"):
+        read_checkpoint("runs/digits/teacher_lenet5_bn_private/checkpoints/final.ckpt")
 
 
 def test_diffusers_stays_out_of_the_start_up() -> None:
@@ -233,9 +237,26 @@ def test_generation_is_split_by_rounds_and_resumes(pixel_model: Path, tmp_path: 
     ranked, _ = load_exported(tmp_path / "ranks")
     torch.testing.assert_close(ranked[:4], images[:4])
     torch.testing.assert_close(ranked[4:8], images[8:])
-    # a finished set is reused, not made again
+    # an interrupted generation keeps its finished rounds and makes the same set
+    made = synthesizer.generate
     calls: list[int] = []
-    synthesizer.generate = lambda targets: calls.append(1)  # type: ignore[method-assign]
+
+    def interrupted(targets: torch.Tensor) -> SyntheticBatch:
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return made(targets)
+
+    synthesizer.generate = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        generate_set(synthesizer, plan, tmp_path / "resumed", progress=False)
+    calls.clear()
+    synthesizer.generate = lambda targets: calls.append(1) or made(targets)  # type: ignore
+    generate_set(synthesizer, plan, tmp_path / "resumed", progress=False)
+    assert len(calls) == 2  # rounds 1 and 2; round 0 was kept
+    torch.testing.assert_close(load_exported(tmp_path / "resumed")[0], images)
+    # a finished set is reused, not made again
+    calls.clear()
     generate_set(synthesizer, plan, tmp_path / "alone", progress=False)
     assert calls == []
 
@@ -364,3 +385,52 @@ def test_generation_under_two_process_cpu_ddp_writes_two_disjoint_shards(
     assert torch.cdist(first.float(), second.float()).min() > 0  # no image in both shards
     labels = torch.cat([labels for _, labels in shards])
     assert labels.bincount().tolist() == [2] * 10
+
+
+def test_the_cifar_config_runs_with_a_stable_diffusion_directory(
+    stable_diffusion: Path, tmp_path: Path
+) -> None:
+    """The paper's CIFAR-10 config, with a tiny SD pipeline, a random WRN-16-2 as the
+    teacher and fake images: text conditioning, CFG, the VAE decode and the resize."""
+    teacher = tmp_path / "wrn_16_2.pt"
+    torch.save(build_classifier("wrn_16_2", 10, 3).state_dict(), teacher)
+    synthetic = tmp_path / "synthetic"
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "experiments/cifar10/diffdfkd_wrn_40_2_wrn_16_2.yaml"),
+        *QUIET,
+        "--data.init_args.dataset",
+        "fake",
+        "--data.init_args.synthetic_dir",
+        str(synthetic),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "5",
+        "--model.init_args.teacher",
+        "wrn_16_2",
+        "--model.init_args.teacher_checkpoint",
+        str(teacher),
+        "--model.init_args.images_per_class",
+        "1",
+        "--model.init_args.synthesis_batch_size",
+        "5",
+        "--model.init_args.synthesizer.init_args.pretrained",
+        str(stable_diffusion),
+        "--model.init_args.synthesizer.init_args.num_inference_steps",
+        "2",
+        "--model.init_args.synthesizer.init_args.dtype",
+        "float32",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--test_after_fit",
+        "false",
+    ]
+    cli = DFKDCLI(args=args)
+    images, labels = load_exported(synthetic)
+    assert images.shape == (10, 3, 32, 32) and labels.tolist() == list(range(10))
+    assert cli.model.student_steps == 2
+    assert read_index(synthetic)["source"]["generation"]["fingerprint"]["guidance_scale"] == 3.0
