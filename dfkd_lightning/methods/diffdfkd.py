@@ -32,8 +32,8 @@ class DiffDFKD(DataFreeDistillation):
     ranks) into its own shard, with a progress bar; finished rounds survive an interruption and
     a finished set is reused. Each new round passes through the sample callbacks (filters,
     monitoring, like every method's samples) before it is kept. Then the student trains on
-    that set through the DataModule, by
-    epochs (the release's 240 epochs, SGD 0.2, multistep at 150/180/210). ``set_labels``:
+    that set through the DataModule, by epochs (the release's 240 epochs, SGD 0.2, multistep
+    at 150/180/210). ``set_labels``:
     the targets the images were guided toward (``targets``) or the teacher's argmax
     (``teacher``: for unguided sampling).
 

@@ -4,8 +4,8 @@ rounds kept on disk until the rank's shard is written (an interrupted generation
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,35 +111,26 @@ def generate_set(
     if output != directory and _finished_rounds(output, fingerprint) == set(mine):
         return output  # this rank's shard is there; the other ranks finish theirs
     targets = plan.rounds()
+    todo = [r for r in mine if not _round_file(directory, r).is_file()]
     bar = tqdm(
         total=sum(len(targets[r]) for r in mine),
+        initial=sum(len(targets[r]) for r in mine if r not in todo),
         desc=f"generating (rank {rank}/{world_size})",
         unit="img",
         disable=not progress,
         dynamic_ncols=True,
     )
-    start, made = time.perf_counter(), 0
-    for index in mine:
-        path = _round_file(directory, index)
-        if not path.is_file():
-            batch = _generate_round(synthesizer, targets[index], plan.round_seed(index))
-            if label_with is not None:
-                batch = SyntheticBatch(batch.samples, label_with(batch.samples), batch.extras)
-            if process is not None:
-                batch = process(batch)
-            _save_atomically(
-                {
-                    "images": to_storage(batch.samples, DTYPES[storage]),
-                    "targets": batch.targets_or_none().cpu(),
-                },
-                path,
-            )
-            made += len(targets[index])
-        classes = targets[index]
-        bar.set_postfix(
-            classes=f"{int(classes[0])}-{int(classes[-1])}",
-            images_per_s=f"{made / max(time.perf_counter() - start, 1e-9):.2f}",
-        )
+    for done, index in enumerate(todo, start=len(mine) - len(todo) + 1):
+        batch = _generate_round(synthesizer, targets[index], plan.round_seed(index))
+        if label_with is not None:
+            batch = SyntheticBatch(batch.samples, label_with(batch.samples), batch.extras)
+        if process is not None:
+            batch = process(batch)
+        images = to_storage(batch.samples, DTYPES[storage])
+        labels = batch.targets_or_none().cpu()
+        _save_atomically({"images": images, "targets": labels}, _round_file(directory, index))
+        classes = f"{int(targets[index][0])}-{int(targets[index][-1])}"
+        bar.set_postfix(round=f"{done}/{len(mine)}", classes=classes)
         bar.update(len(targets[index]))
     bar.close()
     parts = [torch.load(_round_file(directory, r), weights_only=True) for r in mine]
@@ -156,7 +147,7 @@ def generate_set(
         )
     for r in mine:
         _round_file(directory, r).unlink(missing_ok=True)
-    if rank == 0 and world_size == 1:
+    with contextlib.suppress(OSError):  # the last rank to finish removes the empty folder
         _round_file(directory, 0).parent.rmdir()
     return output
 

@@ -74,6 +74,25 @@ def to_images(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return images
 
 
+def _denoise(
+    denoiser: Denoiser,
+    scheduler: Any,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    conditioning: Any,
+    decode: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The denoiser's output at ``timestep`` and, when ``decode``, the decoded predicted clean
+    sample (differentiable in ``latents`` when grad mode is on)."""
+    model_input = scheduler.scale_model_input(latents, timestep)  # the identity for DDPM/DDIM
+    output = denoiser.predict(model_input, timestep, conditioning)
+    if not decode:
+        return output, None
+    alpha_bar = scheduler.alphas_cumprod.to(latents.device)[timestep]
+    clean = predicted_clean(output, latents, alpha_bar, scheduler.config.prediction_type)
+    return output, denoiser.decode(clean)
+
+
 def guided_sample(
     denoiser: Denoiser,
     scheduler: Any,
@@ -87,57 +106,48 @@ def guided_sample(
     saved intermediate z0 (``settings.save_x0_at``), with their targets (the class with the
     largest share after cross-class CutMix) and, when CutMix mixes classes, ``SOFT_TARGETS``."""
     n = len(targets)
-    device = denoiser.unet.device
     scheduler.set_timesteps(settings.steps)
-    latents = torch.randn(n, *denoiser.latent_shape).to(device) * scheduler.init_noise_sigma
+    noise = torch.randn(n, *denoiser.latent_shape).to(denoiser.unet.device)
+    latents = noise * scheduler.init_noise_sigma
     soft = F.one_hot(targets, num_classes).float() if num_classes > 0 else None
+    mixes_classes = soft is not None and settings.cutmix.mode == "cross_class"
     conditioning = denoiser.prepare(targets)
-    alphas = scheduler.alphas_cumprod.to(device)
     guided = loss_fn is not None and settings.eta != 0
     saved: list[SyntheticBatch] = []
 
     def batch_of(images: torch.Tensor) -> SyntheticBatch:
-        extras = (
-            {SOFT_TARGETS: soft}
-            if soft is not None and settings.cutmix.mode == ("cross_class")
-            else {}
-        )
+        extras = {SOFT_TARGETS: soft} if mixes_classes and soft is not None else {}
         return SyntheticBatch(to_images(images, shape), targets, extras)
 
     for step, timestep in enumerate(scheduler.timesteps):
         if soft is not None and settings.cutmix.due(step, settings.steps):
             latents, soft = settings.cutmix(latents, targets, soft)
-            if settings.cutmix.mode == "cross_class":
+            if mixes_classes:
                 targets = soft.argmax(1)
-        model_input = scheduler.scale_model_input(latents, timestep)
         keep = step in settings.save_x0_at
         if guided:
+            assert loss_fn is not None
             with torch.enable_grad():
-                leaf = model_input.detach().requires_grad_(settings.x0_gradients)
+                leaf = latents.detach().requires_grad_(settings.x0_gradients)
                 graph = nullcontext() if settings.x0_gradients else torch.no_grad()
-                with graph:
-                    output = denoiser.predict(leaf, timestep, conditioning)
-                    clean = predicted_clean(
-                        output, leaf, alphas[timestep], scheduler.config.prediction_type
+                with graph:  # the release's bug computes this under no_grad
+                    output, images = _denoise(
+                        denoiser, scheduler, leaf, timestep, conditioning, decode=True
                     )
-                    images = denoiser.decode(clean)
+                assert images is not None
                 loss = loss_fn(batch_of(images))
                 if settings.x0_gradients:
                     # x n: the step per image is the same whatever the micro-batch size
                     (grad,) = torch.autograd.grad(loss * n, leaf)
                     latents = latents - settings.eta * grad.to(latents.dtype)
-            output = output.detach()
         else:
             with torch.no_grad():
-                output = denoiser.predict(model_input, timestep, conditioning)
-                if keep:
-                    clean = predicted_clean(
-                        output, model_input, alphas[timestep], scheduler.config.prediction_type
-                    )
-                    images = denoiser.decode(clean)
-        if keep:
+                output, images = _denoise(
+                    denoiser, scheduler, latents, timestep, conditioning, decode=keep
+                )
+        if keep and images is not None:
             saved.append(batch_of(images.detach()).detach())
-        latents = scheduler.step(output, timestep, latents.detach()).prev_sample
+        latents = scheduler.step(output.detach(), timestep, latents.detach()).prev_sample
     with torch.no_grad():
         final = batch_of(denoiser.decode(latents)).detach()
     return SyntheticBatch.cat([final, *saved]) if saved else final

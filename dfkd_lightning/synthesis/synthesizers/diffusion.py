@@ -144,9 +144,6 @@ class DiffusionSynthesizer(Synthesizer):
         """``n`` guided samples (``synthesis_batch_size`` when None), sorted by target."""
         return self.generate(self.draw_targets(n or self.bound_spec().batch_size))
 
-    def sample(self, n: int) -> SyntheticBatch:
-        return self.render(n)
-
     def generate(self, targets: torch.Tensor) -> SyntheticBatch:
         """Samples aimed at ``targets`` (in micro-batches), without autograd history."""
         spec = self.bound_spec()
