@@ -106,6 +106,9 @@ def test_a_missing_model_names_the_directory_and_the_command(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)  # the digits prior, not made yet: the config that makes it
     with pytest.raises(MissingFileError, match="configs/experiments/digits/diffusion_prior.yaml"):
         DiffusionSynthesizer("runs/digits/diffusion_prior/pipeline")
+    hub_id = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # not in the cache: no download
+    with pytest.raises(MissingFileError, match=f"cannot load the diffusers model '{hub_id}'"):
+        DiffusionSynthesizer(hub_id, local_files_only=True)
     with pytest.raises(CheckpointNotFoundError, match="digits/teacher_lenet5_bn_private.yaml`"):
         read_checkpoint("runs/digits/teacher_lenet5_bn_private/checkpoints/final.ckpt")
 
@@ -349,6 +352,8 @@ def test_online_mode_resumes_exactly(pixel_model: Path, fake_teacher: Path, tmp_
     ckpt = tmp_path / "epoch1.ckpt"
     run(1, save=ckpt)
     resumed = run(2, ckpt=ckpt)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any("synthesizer" in key or "unet" in key for key in saved)  # frozen: not kept
     for key, value in straight.model.student.state_dict().items():
         torch.testing.assert_close(resumed.model.student.state_dict()[key], value)
     torch.testing.assert_close(resumed.model.pool.images(), straight.model.pool.images())
