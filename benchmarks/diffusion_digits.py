@@ -17,9 +17,11 @@ once per seed, every row with the same budget:
   of student steps; its pool is what it makes in that time.
 
 Every run carries the monitoring callbacks (teacher-FID/KID against the validation images,
-class balance, diversity; on the newest 1024 samples: the generated set for the diffusion
-rows). Prints the student's test accuracy and those figures (mean ± standard deviation over
-seeds) and, with ``--out``, writes one JSON record per run.
+class balance, diversity, on the newest 1024 samples); for the diffusion rows the figures
+are then computed again on the whole generated set (``whole_set_figures``: the set is made
+class after class, so its newest 1024 samples are its last classes). Prints the student's
+test accuracy and those figures (mean ± standard deviation over seeds) and, with ``--out``,
+writes one JSON record per run.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from digits import MONITORED, MONITORS, fit, mean_and_spread
+from torchmetrics.image.fid import FrechetInceptionDistance
 
+from dfkd_lightning.callbacks.balance import balance_entropy, intra_class_diversity
+from dfkd_lightning.callbacks.features import build_feature_extractor
+from dfkd_lightning.export.read import load_exported
 from dfkd_lightning.results import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +166,9 @@ def run_row(
     seconds = time.perf_counter() - start
     metrics = cli.trainer.callback_metrics
     figures = read_run(Path(cli.trainer.log_dir)).figures
+    if row != "fastdfkd":
+        synthetic = args.work_dir / name / "synthetic"
+        figures = {**figures, **whole_set_figures(cli.model, cli.datamodule, synthetic)}
     return {
         "row": row,
         "seed": seed,
@@ -169,6 +179,31 @@ def run_row(
         "seconds": seconds,
         "log_dir": cli.trainer.log_dir,
         **{metric: figures.get(metric) for metric in MONITORED},
+    }
+
+
+@torch.no_grad()
+def whole_set_figures(module: Any, datamodule: Any, directory: Path) -> dict[str, float]:
+    """The monitoring figures of a whole generated set (the monitors see only the newest
+    1,024 samples, which for a set made class after class are its last classes): teacher-FID
+    against the validation images, class entropy and intra-class diversity of the teacher's
+    predictions, and the share of images the teacher gives the set's label (target match)."""
+    images, labels = load_exported(directory)
+    inputs = module.normalize(module.to_input_size(images.to(module.device)))
+    logits, features = module.teacher(inputs, return_features=True)
+    predicted = logits.argmax(1)
+    extractor = build_feature_extractor(
+        "teacher", module.input_shape, teacher=module.teacher, normalize=module.normalize
+    )
+    fid = FrechetInceptionDistance(feature=extractor, normalize=True).to(module.device)
+    for real, _ in datamodule.val_dataloader():
+        fid.update(module.denormalize(real.to(module.device)).clamp(0, 1), real=True)
+    fid.update(module.to_input_size(images.to(module.device)), real=False)
+    return {
+        "synth/fid": float(fid.compute()),
+        "synth/class_entropy": float(balance_entropy(predicted, logits.shape[1])),
+        "synth/intra_class_diversity": float(intra_class_diversity(features.flatten(1), predicted)),
+        "synth/target_match": float((predicted.cpu() == labels).float().mean()),
     }
 
 
@@ -214,8 +249,6 @@ def main() -> None:
         args.seeds = args.seeds[:1]
     default_dir = "runs/benchmark_diffusion" + ("_quick" if args.quick else "")
     args.work_dir = args.work_dir or Path(default_dir)
-
-    import torch
 
     torch.set_num_threads(args.threads)
     prior, teacher = prerequisites(args)
