@@ -11,7 +11,7 @@ import torch
 
 from dfkd_lightning.errors import ConfigError
 
-__all__ = ["CutMixMode", "LatentCutMix", "cutmix_box", "mix_latents", "partners"]
+__all__ = ["CutMixMode", "LatentCutMix", "box_weight", "cutmix_box", "mix_latents", "partners"]
 
 CutMixMode = Literal["none", "same_class", "cross_class"]
 CUTMIX_MODES: tuple[str, ...] = ("none", "same_class", "cross_class")

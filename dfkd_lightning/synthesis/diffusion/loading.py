@@ -27,6 +27,8 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 INDEX_FILE = "model_index.json"
+#: The model of the paper configs, named in the advice on how to get a missing model.
+_STABLE_DIFFUSION = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 def _looks_like_path(pretrained: str) -> bool:
@@ -38,30 +40,34 @@ def _looks_like_path(pretrained: str) -> bool:
     )
 
 
-def model_index(pretrained: str, local_files_only: bool = False, hint: str | None = None) -> dict:
+def model_index(pretrained: str, local_files_only: bool = False) -> dict:
     """The pipeline's ``model_index.json`` (which components it has), from ``pretrained`` (a
     directory written by ``save_pretrained`` or a hub id); a :class:`MissingFileError` that
     names the directory and how to get the model when it is not there."""
-    how = hint or (
-        "download it once on a machine with internet, e.g. `huggingface-cli download "
-        "stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir models/stable-diffusion-v1-5`, "
-        "and set pretrained to that directory"
-    )
+    path = Path(pretrained).expanduser()
+    paper = f"`huggingface-cli download {_STABLE_DIFFUSION} --local-dir {pretrained}`"
     if _looks_like_path(pretrained):
-        path = Path(pretrained).expanduser()
         if not (path / INDEX_FILE).is_file():
-            how = hint or command_that_writes(path) or how
+            how = command_that_writes(path) or (
+                f"download it once on a machine with internet (the paper's model: {paper})"
+            )
             what = "does not exist" if not path.exists() else f"has no {INDEX_FILE}"
             raise MissingFileError(f"no diffusers model at {path} ({path.resolve()} {what}); {how}")
         return json.loads((path / INDEX_FILE).read_text())
     from diffusers import DiffusionPipeline
 
     try:
-        return dict(DiffusionPipeline.load_config(pretrained, local_files_only=local_files_only))
+        with _quiet_loading():
+            index = DiffusionPipeline.load_config(pretrained, local_files_only=local_files_only)
+        return dict(index)
     except (OSError, ValueError) as err:
+        name = pretrained.rpartition("/")[2]
         raise MissingFileError(
-            f"cannot load the diffusers model {pretrained!r} from the Hugging Face hub or its "
-            f"cache ({type(err).__name__}: {str(err).splitlines()[0][:120]}); {how}"
+            f"no diffusers model {pretrained!r}: {path.resolve()} is not a directory, and the "
+            f"Hugging Face hub (or its cache) does not have it ({str(err).splitlines()[0][:100]}). "
+            f"Download it once on a machine with internet: `huggingface-cli download {pretrained} "
+            f"--local-dir models/{name}` for a hub id, or for the paper's model {paper}; then set "
+            "pretrained to that directory"
         ) from err
 
 
@@ -70,17 +76,19 @@ def _quiet_loading() -> Iterator[None]:
     """Without the libraries' loading chatter (progress bars, the advice to install
     ``accelerate``); errors still show."""
     from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as transformers_logging
 
-    levels = [diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()]
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+    libraries = (diffusers_logging, hub_logging, transformers_logging)
+    levels = [library.get_verbosity() for library in libraries]
+    for library in libraries:
+        library.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
+        for library, level in zip(libraries, levels, strict=True):
+            library.set_verbosity(level)
         transformers_logging.enable_progress_bar()
 
 
@@ -96,14 +104,13 @@ def load_denoiser(
     prompt: str = "A realistic photo.",
     class_names: Sequence[str] | None = None,
     guidance_scale: float = 3.0,
-    hint: str | None = None,
 ) -> tuple[Denoiser, dict[str, Any]]:
     """The frozen denoiser of ``pretrained`` in ``dtype`` and its scheduler's config: a latent
     text-to-image pipeline (``vae``, ``text_encoder``, ``tokenizer``, ``unet``: Stable
     Diffusion) or a pixel-space one (``unet`` a ``UNet2DModel``: ``DDPMPipeline``)."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    index = model_index(pretrained, local_files_only, hint)
+    index = model_index(pretrained, local_files_only)
     torch_dtype = DTYPES[dtype]
     common = dict(local_files_only=local_files_only)
     from diffusers import DDPMScheduler
