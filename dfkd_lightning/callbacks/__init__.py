@@ -11,11 +11,13 @@ from dfkd_lightning.callbacks.filters import (
 )
 from dfkd_lightning.callbacks.grids import ImageGrids
 from dfkd_lightning.callbacks.quality import SampleQuality
+from dfkd_lightning.callbacks.variations import DiffusionVariations
 
 __all__ = [
     "ClassBalance",
     "ClassQuotaFilter",
     "ConfidenceFilter",
+    "DiffusionVariations",
     "ExportPool",
     "ImageGrids",
     "SampleCallback",

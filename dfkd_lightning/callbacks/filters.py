@@ -17,10 +17,16 @@ from dfkd_lightning.callbacks.quality import image_method
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 
-__all__ = ["ClassQuotaFilter", "ConfidenceFilter", "SimilarityFilter", "SampleFilter"]
+__all__ = [
+    "ClassQuotaFilter",
+    "ConfidenceFilter",
+    "SampleFilter",
+    "SimilarityFilter",
+    "teacher_outputs",
+]
 
 
-def _teacher(module: Any, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_outputs(module: Any, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's logits and penultimate features of image samples (eval mode)."""
     was_training = module.teacher.training
     module.teacher.eval()
@@ -74,7 +80,7 @@ class ConfidenceFilter(SampleFilter):
         self.min_confidence = min_confidence
 
     def keep(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
-        logits, _ = _teacher(module, batch.samples)
+        logits, _ = teacher_outputs(module, batch.samples)
         return logits.softmax(1).max(1).values >= self.min_confidence
 
 
@@ -103,7 +109,7 @@ class ClassQuotaFilter(SampleFilter):
                 )
             classes = batch.targets
         else:
-            classes = _teacher(module, batch.samples)[0].argmax(1)
+            classes = teacher_outputs(module, batch.samples)[0].argmax(1)
         num_classes = max(int(module.num_classes), int(classes.max()) + 1)
         if self.counts is None or len(self.counts) < num_classes:
             counts = torch.zeros(num_classes, dtype=torch.long, device=classes.device)
@@ -147,6 +153,6 @@ class SimilarityFilter(SampleFilter):
                 "method's batches do not (use it with a method that makes variations, or set "
                 "source_key)"
             )
-        _, embedding = _teacher(module, batch.samples)
-        _, reference = _teacher(module, source)
+        _, embedding = teacher_outputs(module, batch.samples)
+        _, reference = teacher_outputs(module, source)
         return F.cosine_similarity(embedding, reference, dim=1) >= self.threshold

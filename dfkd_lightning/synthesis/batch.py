@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["NO_TARGET", "SOFT_TARGETS", "SyntheticBatch"]
+__all__ = ["NO_TARGET", "SOFT_TARGETS", "SOURCE", "SOURCE_INDEX", "SyntheticBatch"]
 
 #: The target stored for a sample that was synthesized without a class target.
 NO_TARGET = -1
@@ -15,6 +15,10 @@ NO_TARGET = -1
 #: The extra holding per-sample class distributions ``(N, C)`` that the synthesis aims at when
 #: samples mix classes (cross-class latent CutMix); ``targets`` is then each one's largest share.
 SOFT_TARGETS = "soft_targets"
+#: The extras of a variation: its source image (the samples' shape) and the source's index in
+#: the batch it was made from.
+SOURCE = "source"
+SOURCE_INDEX = "source_index"
 
 
 @dataclass

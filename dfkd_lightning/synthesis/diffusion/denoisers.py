@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dfkd_lightning.errors import ConfigError
@@ -49,6 +50,26 @@ class Denoiser(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (any size, 1 or 3 channels) -> latents (the inverse of
+        :meth:`decode`, for image-to-image variations)."""
+        raise NotImplementedError
+
+    def to_model_images(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``images`` in [-1, 1] at the model's pixel ``size`` and channel count."""
+        channels = self.image_channels
+        if images.shape[-2:] != size:
+            images = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
+        if images.shape[1] == 1 and channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] == 3 and channels == 1:
+            images = images.mean(1, keepdim=True)
+        return images.float() * 2 - 1
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
     def enable_gradient_checkpointing(self) -> None:
         for module in self.children():
             if hasattr(module, "enable_gradient_checkpointing"):
@@ -63,6 +84,9 @@ class PixelDenoiser(Denoiser):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return (latents.float() / 2 + 0.5).clamp(0, 1)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_model_images(images, self.latent_shape[1:])
 
 
 class LatentTextDenoiser(Denoiser):
@@ -127,3 +151,15 @@ class LatentTextDenoiser(Denoiser):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         scaled = latents.to(self.dtype) / self.vae.config.scaling_factor
         return (self.vae.decode(scaled).sample.float() / 2 + 0.5).clamp(0, 1)
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.vae.config.in_channels)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's mean, scaled (the latent img2img starts from)."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        _, height, width = self.latent_shape
+        pixels = self.to_model_images(images, (height * factor, width * factor))
+        posterior = self.vae.encode(pixels.to(self.dtype)).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor

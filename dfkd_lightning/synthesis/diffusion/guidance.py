@@ -101,14 +101,24 @@ def guided_sample(
     shape: tuple[int, ...],
     loss_fn: Callable[[SyntheticBatch], torch.Tensor] | None,
     settings: GuidanceSettings,
+    start_from: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> SyntheticBatch:
     """A batch for ``targets`` from fresh noise (the global RNG): the final samples, then the
     saved intermediate z0 (``settings.save_x0_at``), with their targets (the class with the
-    largest share after cross-class CutMix) and, when CutMix mixes classes, ``SOFT_TARGETS``."""
+    largest share after cross-class CutMix) and, when CutMix mixes classes, ``SOFT_TARGETS``.
+
+    ``start_from`` (clean latents, :meth:`Denoiser.encode`): image-to-image (SDEdit, Meng et
+    al. 2022): the latents are noised to the step ``strength`` of the way back (1: pure noise)
+    and denoised from there, so the result keeps the source's layout."""
     n = len(targets)
     scheduler.set_timesteps(settings.steps)
     noise = torch.randn(n, *denoiser.latent_shape).to(denoiser.unet.device)
     latents = noise * scheduler.init_noise_sigma
+    first = 0
+    if start_from is not None:
+        first = settings.steps - max(min(int(settings.steps * strength), settings.steps), 1)
+        latents = scheduler.add_noise(start_from, noise, scheduler.timesteps[first : first + 1])
     soft = F.one_hot(targets, num_classes).float() if num_classes > 0 else None
     mixes_classes = soft is not None and settings.cutmix.mode == "cross_class"
     conditioning = denoiser.prepare(targets)
@@ -119,7 +129,7 @@ def guided_sample(
         extras = {SOFT_TARGETS: soft} if mixes_classes and soft is not None else {}
         return SyntheticBatch(to_images(images, shape), targets, extras)
 
-    for step, timestep in enumerate(scheduler.timesteps):
+    for step, timestep in enumerate(scheduler.timesteps[first:], start=first):
         if soft is not None and settings.cutmix.due(step, settings.steps):
             latents, soft = settings.cutmix(latents, targets, soft)
             if mixes_classes:

@@ -8,9 +8,13 @@ from typing import Any, Literal
 import torch
 
 from dfkd_lightning.errors import ConfigError
-from dfkd_lightning.synthesis.batch import SyntheticBatch
+from dfkd_lightning.synthesis.batch import SOURCE, SOURCE_INDEX, SyntheticBatch
 from dfkd_lightning.synthesis.diffusion.cutmix import CutMixMode, LatentCutMix
-from dfkd_lightning.synthesis.diffusion.guidance import GuidanceSettings, guided_sample
+from dfkd_lightning.synthesis.diffusion.guidance import (
+    GuidanceSettings,
+    guided_sample,
+    to_images,
+)
 from dfkd_lightning.synthesis.diffusion.loading import (
     SchedulerName,
     build_scheduler,
@@ -143,6 +147,43 @@ class DiffusionSynthesizer(Synthesizer):
     def render(self, n: int | None = None) -> SyntheticBatch:
         """``n`` guided samples (``synthesis_batch_size`` when None), sorted by target."""
         return self.generate(self.draw_targets(n or self.bound_spec().batch_size))
+
+    def vary(
+        self, images: torch.Tensor, targets: torch.Tensor, copies: int = 1, strength: float = 0.5
+    ) -> SyntheticBatch:
+        """``copies`` image-to-image variations of each of ``images`` (in [0, 1]; SDEdit at
+        ``strength``: 0 keeps the image, 1 starts from pure noise), aimed at the source's
+        target (guided like generation unless ``guidance_step`` is 0), image after image. Each
+        carries its source image (extra ``SOURCE``) and the source's index (``SOURCE_INDEX``).
+        """
+        if copies < 1 or not 0.0 < strength <= 1.0:
+            raise ConfigError(
+                f"copies must be >= 1 and strength in (0, 1], got {copies}, {strength}"
+            )
+        spec = self.bound_spec()
+        sources = images.to(self.device).repeat_interleave(copies, dim=0)
+        aims = targets.to(self.device).repeat_interleave(copies)
+        index = torch.arange(len(images), device=self.device).repeat_interleave(copies)
+        size = self.micro_batch_size or len(sources)
+        batches = []
+        for chunk, aim in zip(sources.split(size), aims.split(size), strict=True):
+            with torch.no_grad():
+                start = self.denoiser.encode(chunk)
+            batches.append(
+                guided_sample(
+                    self.denoiser,
+                    self.scheduler,
+                    aim,
+                    spec.num_classes,
+                    spec.shape,
+                    self.loss_fn,
+                    self.settings,
+                    start_from=start,
+                    strength=strength,
+                )
+            )
+        varied = SyntheticBatch.cat(batches).detach()
+        return varied.with_extras(**{SOURCE: to_images(sources, spec.shape), SOURCE_INDEX: index})
 
     def generate(self, targets: torch.Tensor) -> SyntheticBatch:
         """Samples aimed at ``targets`` (in micro-batches), without autograd history."""
