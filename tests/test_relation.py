@@ -211,6 +211,19 @@ def test_cd_pairs_resnet_stages_and_adapts_their_channels() -> None:
     ]
 
 
+def test_cd_on_penultimate_features_is_one_alignment_head() -> None:
+    from dfkd_lightning.nets import build_classifier
+
+    term = ChannelDistillationTerm(penultimate=True)  # DDA's release's alignment head
+    stub = _Stub(build_classifier("wrn_40_2", 10, 3), build_classifier("wrn_16_1", 10, 3))
+    stub.input_shape = (3, 32, 32)
+    term.bind(stub)
+    assert [(a.in_features, a.out_features) for a in term.adapters] == [(64, 128)]
+    assert term.needs.teacher_features and not term.needs.teacher_stages
+    with pytest.raises(ValueError, match="not both"):
+        ChannelDistillationTerm(teacher_stages=["block1"], penultimate=True)
+
+
 def test_triplet_features_default_to_stages_two_to_four_or_the_penultimate() -> None:
     from dfkd_lightning.nets import build_classifier
 

@@ -206,7 +206,9 @@ class ChannelDistillationTerm(LossTerm):
     GAP(T_l))`` over paired stages (default: every ``layer<i>``/``block<i>`` of both networks,
     or their penultimate features when they have none). GAP commutes with a 1x1 convolution,
     so each adapter is the equivalent linear map on the pooled student features (a 1x1 conv's
-    initialisation); the adapters train with the student's optimizer."""
+    initialisation); the adapters train with the student's optimizer. ``penultimate: true``
+    compares only the penultimate features through one linear head: DDA's release's
+    alignment head, ``MSE(align(S_feat), T_feat)`` (weight 30 there)."""
 
     summary = "RGAL feature loss: MSE of pooled, 1x1-adapted student stages to the teacher's"
 
@@ -214,17 +216,21 @@ class ChannelDistillationTerm(LossTerm):
         self,
         teacher_stages: Sequence[str] | None = None,
         student_stages: Sequence[str] | None = None,
+        penultimate: bool = False,
     ) -> None:
         super().__init__()
+        if penultimate and (teacher_stages or student_stages):
+            raise ConfigError("cd compares stages or, with penultimate: true, features: not both")
         self.teacher_stages = tuple(teacher_stages or ())
         self.student_stages = tuple(student_stages or ())
         self.adapters = nn.ModuleList()
-        self.penultimate = False
+        self.penultimate = self.features_only = penultimate
 
     def bind(self, module: Any) -> None:
         teacher, student = module.teacher, module.student
-        self.teacher_stages = self.teacher_stages or tuple(default_stage_names(teacher))
-        self.student_stages = self.student_stages or tuple(default_stage_names(student))
+        if not self.features_only:
+            self.teacher_stages = self.teacher_stages or tuple(default_stage_names(teacher))
+            self.student_stages = self.student_stages or tuple(default_stage_names(student))
         if len(self.teacher_stages) != len(self.student_stages):
             raise ConfigError(
                 f"cd pairs stages one to one, but the teacher has {list(self.teacher_stages)} "
