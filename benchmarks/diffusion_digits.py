@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from digits import MONITORED, MONITORS, fit, mean_and_spread
+from digits import MONITORED, MONITORS, fit, mean_and_spread, print_monitoring
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from dfkd_lightning.callbacks.balance import balance_entropy, intra_class_diversity
@@ -216,14 +216,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("synth/target_match", "target match", 3),
         ("seconds", "seconds", 0),
     )
-    print(f"\n{'row':14s} {'seeds':>5s} " + " ".join(f"{t:>17s}" for _, t, _ in columns))
-    for row in dict.fromkeys(r["row"] for r in rows):
-        runs = [r for r in rows if r["row"] == row]
-        cells = []
-        for key, _, decimals in columns:
-            values = [r[key] for r in runs if r.get(key) is not None]
-            cells.append(mean_and_spread(values, decimals) if values else "-")
-        print(f"{row:14s} {len(runs):5d} " + " ".join(f"{cell:>17s}" for cell in cells))
+    print_monitoring(rows, columns, group="row")
     teacher = mean_and_spread([r["teacher_acc"] for r in rows], 4)
     print(f"Teacher (private half) test accuracy: {teacher}.")
 

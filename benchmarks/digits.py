@@ -169,20 +169,28 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"One test image is {100 / size:.2f} points ({size} test images).")
 
 
-def print_monitoring(rows: list[dict[str, Any]]) -> None:
-    """One line per method: final teacher-FID, class entropy, intra-class diversity,
-    inter-class separation and, for methods that aim at classes, the target match rate."""
-    columns = (
-        ("synth/fid", "teacher-FID", 2),
-        ("synth/class_entropy", "class entropy", 3),
-        ("synth/intra_class_diversity", "intra diversity", 3),
-        ("synth/inter_class_separation", "inter separation", 3),
-        ("synth/target_match", "target match", 3),
-        ("test_acc", "test_acc", 4),
-    )
-    print(f"\n{'method':14s} " + " ".join(f"{title:>17s}" for _, title, _ in columns))
-    for method in dict.fromkeys(row["method"] for row in rows):
-        runs = [row for row in rows if row["method"] == method]
+#: The columns of :func:`print_monitoring`: (row key, title, decimals).
+MONITOR_COLUMNS = (
+    ("synth/fid", "teacher-FID", 2),
+    ("synth/class_entropy", "class entropy", 3),
+    ("synth/intra_class_diversity", "intra diversity", 3),
+    ("synth/inter_class_separation", "inter separation", 3),
+    ("synth/target_match", "target match", 3),
+    ("test_acc", "test_acc", 4),
+)
+
+
+def print_monitoring(
+    rows: list[dict[str, Any]],
+    columns: tuple[tuple[str, str, int], ...] = MONITOR_COLUMNS,
+    group: str = "method",
+) -> None:
+    """One line per ``group`` (method): the mean (± standard deviation over seeds) of final
+    teacher-FID, class entropy, intra-class diversity, inter-class separation and, for methods
+    that aim at classes, the target match rate (or other ``columns``)."""
+    print(f"\n{group:14s} " + " ".join(f"{title:>17s}" for _, title, _ in columns))
+    for method in dict.fromkeys(row[group] for row in rows):
+        runs = [row for row in rows if row[group] == method]
         cells = []
         for key, _, decimals in columns:
             values = [r[key] for r in runs if r.get(key) is not None]

@@ -265,7 +265,7 @@ def test_generation_is_split_by_rounds_and_resumes(pixel_model: Path, tmp_path: 
 
 
 # ----------------------------------------------------------------------------- the method
-def _digits_args(pixel_model: Path, teacher: Path, config: str, root: Path, *extra: str):
+def _digits_args(pixel_model: Path, teacher: Path, config: str, *extra: str) -> list[str]:
     return [
         "fit",
         "--config",
@@ -285,28 +285,34 @@ def _digits_args(pixel_model: Path, teacher: Path, config: str, root: Path, *ext
     ]
 
 
+def _set_args(
+    pixel_model: Path, teacher: Path, synthetic: Path, per_class: int, batch: int, epochs: int
+) -> list[str]:
+    """generate-then-distil on digits: ``per_class`` images per class in rounds of ``batch``
+    into ``synthetic``, then ``epochs`` epochs of student batches of ``batch``."""
+    return _digits_args(
+        pixel_model,
+        teacher,
+        "diffdfkd",
+        "--model.init_args.images_per_class",
+        str(per_class),
+        "--model.init_args.synthesis_batch_size",
+        str(batch),
+        "--data.init_args.synthetic_dir",
+        str(synthetic),
+        "--data.init_args.batch_size",
+        str(batch),
+        "--trainer.max_epochs",
+        str(epochs),
+    )
+
+
 def test_generate_then_distil_writes_the_set_then_trains_on_it(
     pixel_model: Path, fake_teacher: Path, tmp_path: Path
 ) -> None:
     synthetic = tmp_path / "synthetic"
-    args = _digits_args(
-        pixel_model,
-        fake_teacher,
-        "diffdfkd",
-        tmp_path,
-        "--model.init_args.images_per_class",
-        "3",
-        "--model.init_args.synthesis_batch_size",
-        "10",
-        "--data.init_args.synthetic_dir",
-        str(synthetic),
-        "--data.init_args.batch_size",
-        "10",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.callbacks",
-        '[{"class_path": "dfkd_lightning.callbacks.ClassBalance"}]',
-    )
+    args = _set_args(pixel_model, fake_teacher, synthetic, per_class=3, batch=10, epochs=2)
+    args += ["--trainer.callbacks", '[{"class_path": "dfkd_lightning.callbacks.ClassBalance"}]']
     L.seed_everything(0)
     cli = DFKDCLI(args=args)
     images, labels = load_exported(synthetic)
@@ -329,7 +335,6 @@ def test_online_mode_resumes_exactly(pixel_model: Path, fake_teacher: Path, tmp_
                 pixel_model,
                 fake_teacher,
                 "diffdfkd_online",
-                tmp_path,
                 "--data.init_args.steps_per_epoch",
                 "3",
                 "--model.init_args.kd_steps",
@@ -364,22 +369,7 @@ def test_generation_under_two_process_cpu_ddp_writes_two_disjoint_shards(
     pixel_model: Path, fake_teacher: Path, tmp_path: Path
 ) -> None:
     synthetic = tmp_path / "synthetic"
-    args = _digits_args(
-        pixel_model,
-        fake_teacher,
-        "diffdfkd",
-        tmp_path,
-        "--model.init_args.images_per_class",
-        "2",
-        "--model.init_args.synthesis_batch_size",
-        "5",
-        "--data.init_args.synthetic_dir",
-        str(synthetic),
-        "--data.init_args.batch_size",
-        "5",
-        "--trainer.max_epochs",
-        "1",
-    )[1:]
+    args = _set_args(pixel_model, fake_teacher, synthetic, per_class=2, batch=5, epochs=1)[1:]
     fit_with_cpu_ddp(args, tmp_path, "ddp_find_unused_parameters_true")
     index = read_index(synthetic)
     rounds = [entry["source"]["generation"]["rounds"] for entry in index["ranks"]]

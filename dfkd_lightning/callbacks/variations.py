@@ -58,7 +58,6 @@ class DiffusionVariations(SampleCallback):
             self.synthesizer.attach(
                 lambda batch: module.synthesis_context(batch, module.synthesis_weights())[0]
             )
-        self.synthesizer.to(module.device)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.synthesizer.to(pl_module.device)

@@ -9,6 +9,7 @@ import torch
 
 from dfkd_lightning.data.synthetic_set import SyntheticSetDataModule
 from dfkd_lightning.errors import ConfigError
+from dfkd_lightning.export.labels import teacher_labels
 from dfkd_lightning.methods.datafree import DataFreeDistillation
 from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.diffusion.generation import GenerationPlan, generate_set
@@ -112,7 +113,7 @@ class DiffDFKD(DataFreeDistillation):
             self.synthetic_dir(),
             rank=self.global_rank,
             world_size=self.trainer.world_size,
-            label_with=self.teacher_argmax if self.set_labels == "teacher" else None,
+            label_with=self.teacher_labels if self.set_labels == "teacher" else None,
             storage=self.set_storage,
             description={
                 "method": type(self).__name__,
@@ -126,9 +127,8 @@ class DiffDFKD(DataFreeDistillation):
         self.synthesizer.attach(self.synthesis_loss_of)
         self.trainer.strategy.barrier("diffdfkd-set-written")
 
-    @torch.no_grad()
-    def teacher_argmax(self, images: torch.Tensor) -> torch.Tensor:
-        return self.teacher(self.network_inputs(images, None)).argmax(1)
+    def teacher_labels(self, images: torch.Tensor) -> torch.Tensor:
+        return teacher_labels(self.teacher, images, lambda x: self.network_inputs(x, None))
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self.mode == "online":

@@ -13,7 +13,26 @@ from torch import nn
 
 from dfkd_lightning.errors import ConfigError
 
-__all__ = ["Denoiser", "LatentTextDenoiser", "PixelDenoiser"]
+__all__ = ["Denoiser", "LatentTextDenoiser", "PixelDenoiser", "to_images"]
+
+#: Luma weights (ITU-R BT.601) for a one-channel teacher fed by an RGB model.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def to_images(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Decoded images at the teacher's ``(C, H, W)``: resized with antialiasing, RGB to luma
+    for a one-channel teacher, gray repeated for a three-channel one."""
+    channels, height, width = shape
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(
+            images, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+        )
+    if images.shape[1] == 3 and channels == 1:
+        weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+        images = (images * weights).sum(1, keepdim=True)
+    elif images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    return images
 
 
 class Denoiser(nn.Module):
@@ -57,14 +76,7 @@ class Denoiser(nn.Module):
 
     def to_model_images(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``images`` in [-1, 1] at the model's pixel ``size`` and channel count."""
-        channels = self.image_channels
-        if images.shape[-2:] != size:
-            images = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
-        if images.shape[1] == 1 and channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        elif images.shape[1] == 3 and channels == 1:
-            images = images.mean(1, keepdim=True)
-        return images.float() * 2 - 1
+        return to_images(images.float(), (self.image_channels, *size)) * 2 - 1
 
     @property
     def image_channels(self) -> int:

@@ -22,12 +22,9 @@ import torch.nn.functional as F
 
 from dfkd_lightning.synthesis.batch import SOFT_TARGETS, SyntheticBatch
 from dfkd_lightning.synthesis.diffusion.cutmix import LatentCutMix
-from dfkd_lightning.synthesis.diffusion.denoisers import Denoiser
+from dfkd_lightning.synthesis.diffusion.denoisers import Denoiser, to_images
 
-__all__ = ["GuidanceSettings", "guided_sample", "predicted_clean", "to_images"]
-
-#: Luma weights (ITU-R BT.601) for a one-channel teacher fed by an RGB model.
-_LUMA = (0.299, 0.587, 0.114)
+__all__ = ["GuidanceSettings", "guided_sample", "predicted_clean"]
 
 
 @dataclass(frozen=True)
@@ -56,22 +53,6 @@ def predicted_clean(
     if prediction_type == "sample":
         return output
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
-
-
-def to_images(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Decoded images at the teacher's ``(C, H, W)``: resized with antialiasing, RGB to luma
-    for a one-channel teacher, gray repeated for a three-channel one."""
-    channels, height, width = shape
-    if images.shape[-2:] != (height, width):
-        images = F.interpolate(
-            images, size=(height, width), mode="bilinear", align_corners=False, antialias=True
-        )
-    if images.shape[1] == 3 and channels == 1:
-        weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
-        images = (images * weights).sum(1, keepdim=True)
-    elif images.shape[1] == 1 and channels == 3:
-        images = images.expand(-1, 3, -1, -1)
-    return images
 
 
 def _denoise(

@@ -10,11 +10,8 @@ import torch
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.synthesis.batch import SOURCE, SOURCE_INDEX, SyntheticBatch
 from dfkd_lightning.synthesis.diffusion.cutmix import CutMixMode, LatentCutMix
-from dfkd_lightning.synthesis.diffusion.guidance import (
-    GuidanceSettings,
-    guided_sample,
-    to_images,
-)
+from dfkd_lightning.synthesis.diffusion.denoisers import to_images
+from dfkd_lightning.synthesis.diffusion.guidance import GuidanceSettings, guided_sample
 from dfkd_lightning.synthesis.diffusion.loading import (
     SchedulerName,
     build_scheduler,
@@ -160,20 +157,35 @@ class DiffusionSynthesizer(Synthesizer):
             raise ConfigError(
                 f"copies must be >= 1 and strength in (0, 1], got {copies}, {strength}"
             )
-        spec = self.bound_spec()
         sources = images.to(self.device).repeat_interleave(copies, dim=0)
         aims = targets.to(self.device).repeat_interleave(copies)
         index = torch.arange(len(images), device=self.device).repeat_interleave(copies)
-        size = self.micro_batch_size or len(sources)
+        varied = self._denoise(aims, sources, strength)
+        shape = self.bound_spec().shape
+        return varied.with_extras(**{SOURCE: to_images(sources, shape), SOURCE_INDEX: index})
+
+    def generate(self, targets: torch.Tensor) -> SyntheticBatch:
+        """Samples aimed at ``targets`` (in micro-batches), without autograd history."""
+        return self._denoise(targets)
+
+    def _denoise(
+        self, targets: torch.Tensor, sources: torch.Tensor | None = None, strength: float = 1.0
+    ) -> SyntheticBatch:
+        """Guided sampling for ``targets`` in micro-batches, from noise or, image to image,
+        from ``sources`` (one per target)."""
+        spec = self.bound_spec()
+        size = self.micro_batch_size or len(targets)
         batches = []
-        for chunk, aim in zip(sources.split(size), aims.split(size), strict=True):
-            with torch.no_grad():
-                start = self.denoiser.encode(chunk)
+        for first in range(0, len(targets), size):
+            start = None
+            if sources is not None:
+                with torch.no_grad():
+                    start = self.denoiser.encode(sources[first : first + size])
             batches.append(
                 guided_sample(
                     self.denoiser,
                     self.scheduler,
-                    aim,
+                    targets[first : first + size].to(self.device),
                     spec.num_classes,
                     spec.shape,
                     self.loss_fn,
@@ -182,23 +194,4 @@ class DiffusionSynthesizer(Synthesizer):
                     strength=strength,
                 )
             )
-        varied = SyntheticBatch.cat(batches).detach()
-        return varied.with_extras(**{SOURCE: to_images(sources, spec.shape), SOURCE_INDEX: index})
-
-    def generate(self, targets: torch.Tensor) -> SyntheticBatch:
-        """Samples aimed at ``targets`` (in micro-batches), without autograd history."""
-        spec = self.bound_spec()
-        size = self.micro_batch_size or len(targets)
-        batches = [
-            guided_sample(
-                self.denoiser,
-                self.scheduler,
-                chunk.to(self.device),
-                spec.num_classes,
-                spec.shape,
-                self.loss_fn,
-                self.settings,
-            )
-            for chunk in targets.split(size)
-        ]
         return SyntheticBatch.cat(batches).detach()
