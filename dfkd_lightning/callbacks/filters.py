@@ -22,19 +22,27 @@ __all__ = [
     "ConfidenceFilter",
     "SampleFilter",
     "SimilarityFilter",
+    "network_outputs",
     "teacher_outputs",
 ]
 
 
 def teacher_outputs(module: Any, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's logits and penultimate features of image samples (eval mode)."""
-    was_training = module.teacher.training
-    module.teacher.eval()
+    return network_outputs(module, module.teacher, samples)
+
+
+def network_outputs(
+    module: Any, net: torch.nn.Module, samples: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net``'s logits and penultimate features of the method's image samples (eval mode)."""
+    was_training = net.training
+    net.eval()
     try:
         inputs = module.normalize(module.to_input_size(samples.float()))
-        logits, features = module.teacher(inputs, return_features=True)
+        logits, features = net(inputs, return_features=True)
     finally:
-        module.teacher.train(was_training)
+        net.train(was_training)
     return logits.float(), features.flatten(1).float()
 
 
@@ -130,21 +138,42 @@ class ClassQuotaFilter(SampleFilter):
         self.counts = state_dict.get("counts")
 
 
+#: What the similarity filter embeds with: a network's penultimate features or its logits.
+Embedding = Literal["teacher", "teacher_logits", "student", "student_logits"]
+
+
 class SimilarityFilter(SampleFilter):
-    """Keeps the samples whose embedding (teacher penultimate features) has a cosine
-    similarity of at least ``threshold`` (DDA's omega) to that of its reference: the source
+    """Keeps the samples whose embedding has a cosine similarity of at least ``threshold``
+    (DDA's omega: ``M_k = cos(G_k, F_syn) >= omega``) to that of its reference: the source
     image the batch carries in ``batch.extras[source_key]`` (a variation of a real or
-    synthetic image). A batch without it is an error naming the key."""
+    synthetic image). ``embedding``: the teacher's penultimate features (default), its logits
+    (``teacher_logits``), or the student's (``student``, ``student_logits``). Samples that are
+    their own source (the sources a variation stage passes on) pass and are not counted in
+    the logged keep rate, which is the variations'. A batch without a source is an error
+    naming the key."""
 
     name = "similarity"
 
-    def __init__(self, threshold: float = 0.5, source_key: str = "source") -> None:
+    def __init__(
+        self, threshold: float = 0.5, source_key: str = "source", embedding: Embedding = "teacher"
+    ) -> None:
         super().__init__()
         if not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must lie in [-1, 1], got {threshold}")
-        self.threshold, self.source_key = threshold, source_key
+        if embedding not in ("teacher", "teacher_logits", "student", "student_logits"):
+            raise ConfigError(
+                "embedding must be teacher, teacher_logits, student or student_logits, got "
+                f"{embedding!r}"
+            )
+        self.threshold, self.source_key, self.embedding = threshold, source_key, embedding
 
-    def keep(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
+    def embed(self, module: Any, samples: torch.Tensor) -> torch.Tensor:
+        net = module.student if self.embedding.startswith("student") else module.teacher
+        logits, features = network_outputs(module, net, samples)
+        return logits if self.embedding.endswith("logits") else features
+
+    def similarity(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """Each sample's cosine similarity to its source."""
         source = batch.extras.get(self.source_key)
         if source is None or source.shape != batch.samples.shape:
             raise ConfigError(
@@ -153,6 +182,23 @@ class SimilarityFilter(SampleFilter):
                 "method's batches do not (use it with a method that makes variations, or set "
                 "source_key)"
             )
-        _, embedding = teacher_outputs(module, batch.samples)
-        _, reference = teacher_outputs(module, source)
-        return F.cosine_similarity(embedding, reference, dim=1) >= self.threshold
+        embedding = self.embed(module, batch.samples)
+        reference = self.embed(module, source)
+        return F.cosine_similarity(embedding, reference, dim=1)
+
+    def keep(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
+        return self.similarity(module, batch) >= self.threshold
+
+    def on_samples_synthesized(
+        self, trainer: Trainer, module: Any, batch: SyntheticBatch
+    ) -> SyntheticBatch | None:
+        source = batch.extras.get(self.source_key)
+        is_source = (
+            (source == batch.samples).flatten(1).all(1)
+            if source is not None and source.shape == batch.samples.shape
+            else torch.zeros(len(batch), dtype=torch.bool, device=batch.device)
+        )
+        mask = self.keep(module, batch) | is_source
+        self.seen += int((~is_source).sum())
+        self.kept += int((mask & ~is_source).sum())
+        return batch.select(mask)

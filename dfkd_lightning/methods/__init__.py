@@ -3,6 +3,7 @@
 from dfkd_lightning.methods.cmi import CMI
 from dfkd_lightning.methods.dafl import DAFL
 from dfkd_lightning.methods.datafree import DataFreeDistillation
+from dfkd_lightning.methods.dda import DDA
 from dfkd_lightning.methods.dedfkd import DEDFKD
 from dfkd_lightning.methods.deepinversion import DeepInversion
 from dfkd_lightning.methods.dfad import DFAD
@@ -33,12 +34,13 @@ DATA_FREE_METHODS: dict[str, type[DataFreeDistillation]] = {
     "rgal": RGAL,
     "dedfkd": DEDFKD,
 }
-#: The data-free methods that start from a pretrained diffusion model (``pretrained`` needed).
-DIFFUSION_METHODS: dict[str, type[DataFreeDistillation]] = {"diffdfkd": DiffDFKD}
+#: The data-free methods whose configs use a pretrained diffusion model (``pretrained`` needed).
+DIFFUSION_METHODS: dict[str, type[DataFreeDistillation]] = {"diffdfkd": DiffDFKD, "dda": DDA}
 
 __all__ = [
     "CMI",
     "DAFL",
+    "DDA",
     "DATA_FREE_METHODS",
     "DIFFUSION_METHODS",
     "DEDFKD",

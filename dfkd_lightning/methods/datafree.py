@@ -433,6 +433,7 @@ class DataFreeDistillation(StudentWithFrozenTeacher, ManualSteps):
         if self.bn_recorder is not None and self.bn_recorder.momentum > 0 and steps:
             self.bn_recorder.update_momentum()
         self.synthesis_objective.end_round(kept)
+        self.student_objective.end_round(kept)
         self.synthesizer.end_round(kept)
         if values:
             self.log_terms("synth", values)

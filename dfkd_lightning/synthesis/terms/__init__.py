@@ -6,6 +6,7 @@ from dfkd_lightning.synthesis.terms import (
     diversity,
     regression,
     relation,
+    rotation,
     student,
 )
 from dfkd_lightning.synthesis.terms.base import (
@@ -33,5 +34,6 @@ __all__ = [
     "regression",
     "register_term",
     "relation",
+    "rotation",
     "student",
 ]
