@@ -1,6 +1,7 @@
-"""Diffusion benchmark on digits: DiffDFKD's rows and FastDFKD with the same teacher.
+"""Diffusion benchmark on digits: DiffDFKD's and DDA's rows and FastDFKD with the same teacher.
 
     python benchmarks/diffusion_digits.py --seeds 0 1 2 --out diffusion_digits.json
+    python benchmarks/diffusion_digits.py --rows dda_inversion dda_omega_0.7 --seeds 0 1 2
     python benchmarks/diffusion_digits.py --quick        # the whole pipeline, reduced
 
 Run from the repository root. Makes what is missing first, each once: the DDPM prior on
@@ -15,6 +16,13 @@ once per seed, every row with the same budget:
 - FastDFKD (``fastdfkd.yaml``) with the private-half teacher: its own loop (one warmup
   epoch of synthesis, then 100 student steps of 128 images per epoch) for the same number
   of student steps; its pool is what it makes in that time.
+- the DDA rows (``dda.yaml``, ``dda_release.yaml``): the same number of student steps of
+  128 pool images, a round of 64 inverted images every 25 steps (the same pool before
+  variations in every DDA row): the inversion alone; + one img2img variation of every new
+  image by the prior (strength ``--variation-strength``, unguided) without a filter; + the
+  cosine filter at each omega of ``--omegas`` (rows ``dda_omega_<omega>``); the release's
+  synthesis (rotation-head adversary, no variations). The filter's keep rate is the share
+  of variations it kept over the run.
 
 Every run carries the monitoring callbacks (teacher-FID/KID against the validation images,
 class balance, diversity, on the newest 1024 samples); for the diffusion rows the figures
@@ -27,6 +35,7 @@ writes one JSON record per run.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import time
@@ -53,7 +62,16 @@ ROWS: dict[str, str] = {
     "guided_cutmix": "diffdfkd_cutmix",
     "no_grad_x0": "diffdfkd_no_grad_x0",
     "fastdfkd": "fastdfkd",
+    "dda_inversion": "dda",
+    "dda_variations": "dda",
+    "dda_omega_0.5": "dda",
+    "dda_omega_0.7": "dda",
+    "dda_omega_0.9": "dda",
+    "dda_release": "dda_release",
 }
+#: The rows that run the data-free loop (a pool filled every kd_steps), not a generated set.
+POOL_ROWS = ("fastdfkd", *(row for row in ROWS if row.startswith("dda")))
+DDA_STEPS_PER_EPOCH = 100
 STUDENT_BATCH = 128
 FASTDFKD_STEPS_PER_EPOCH = 100
 #: ``--quick``: sizes of the reduced pipeline (prior and teacher epochs, set and student).
@@ -63,6 +81,7 @@ QUICK = {
     "images_per_class": 30,
     "steps": 20,
     "student_steps": 300,
+    "variation_steps": 20,
 }
 
 
@@ -137,10 +156,13 @@ def run_row(
         "--model.init_args.teacher_checkpoint",
         teacher,
         "--trainer.callbacks",
-        json.dumps(MONITORS),
+        json.dumps([*variation_stage(row, prior, args), *MONITORS]),
     ]
     if row == "fastdfkd":
         epochs = 1 + math.ceil(args.student_steps / FASTDFKD_STEPS_PER_EPOCH)
+        overrides = ["--trainer.max_epochs", str(epochs)]
+    elif row in POOL_ROWS:
+        epochs = math.ceil(args.student_steps / DDA_STEPS_PER_EPOCH)
         overrides = ["--trainer.max_epochs", str(epochs)]
     else:
         images = args.images_per_class * 10
@@ -166,7 +188,7 @@ def run_row(
     seconds = time.perf_counter() - start
     metrics = cli.trainer.callback_metrics
     figures = read_run(Path(cli.trainer.log_dir)).figures
-    if row != "fastdfkd":
+    if row not in POOL_ROWS:
         synthetic = args.work_dir / name / "synthetic"
         figures = {**figures, **whole_set_figures(cli.model, cli.datamodule, synthetic)}
     return {
@@ -175,11 +197,51 @@ def run_row(
         "test_acc": float(metrics["test/acc"]),
         "teacher_acc": float(metrics["test/teacher_acc"]),
         "student_steps": cli.model.student_steps,
-        "images": args.images_per_class * 10 if row != "fastdfkd" else len(cli.model.pool),
+        "images": args.images_per_class * 10 if row not in POOL_ROWS else len(cli.model.pool),
+        "keep_rate": logged_mean(Path(cli.trainer.log_dir), "filter/similarity_kept"),
         "seconds": seconds,
         "log_dir": cli.trainer.log_dir,
         **{metric: figures.get(metric) for metric in MONITORED},
     }
+
+
+def variation_stage(row: str, prior: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The callbacks a DDA row puts before the monitors: one unguided img2img variation of
+    every new image by the prior, then (``dda_omega_<omega>``) the cosine filter."""
+    if row not in ("dda_variations", *(r for r in ROWS if r.startswith("dda_omega_"))):
+        return []
+    stage: list[dict[str, Any]] = [
+        {
+            "class_path": "dfkd_lightning.callbacks.DiffusionVariations",
+            "init_args": {
+                "synthesizer": {
+                    "class_path": "dfkd_lightning.synthesis.synthesizers.DiffusionSynthesizer",
+                    "init_args": {
+                        "pretrained": prior,
+                        "num_inference_steps": args.variation_steps,
+                        "guidance_step": 0.0,
+                    },
+                },
+                "copies": 1,
+                "strength": args.variation_strength,
+            },
+        }
+    ]
+    if row.startswith("dda_omega_"):
+        omega = float(row.removeprefix("dda_omega_"))
+        similarity = "dfkd_lightning.callbacks.SimilarityFilter"
+        stage.append({"class_path": similarity, "init_args": {"threshold": omega}})
+    return stage
+
+
+def logged_mean(log_dir: Path, name: str) -> float | None:
+    """The mean of a metric's logged values (a filter's per-epoch keep rate over the run)."""
+    path = log_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open() as file:
+        values = [float(v) for row in csv.DictReader(file) if (v := row.get(name))]
+    return sum(values) / len(values) if values else None
 
 
 @torch.no_grad()
@@ -214,6 +276,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("synth/class_entropy", "class entropy", 3),
         ("synth/intra_class_diversity", "intra diversity", 3),
         ("synth/target_match", "target match", 3),
+        ("keep_rate", "keep rate", 3),
         ("seconds", "seconds", 0),
     )
     print_monitoring(rows, columns, group="row")
@@ -230,6 +293,8 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=200)
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per image")
     parser.add_argument("--student-steps", type=int, default=1500)
+    parser.add_argument("--variation-steps", type=int, default=50, help="the prior's steps")
+    parser.add_argument("--variation-strength", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="a reduced pipeline, one seed")
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -239,6 +304,7 @@ def main() -> None:
         args.images_per_class = QUICK["images_per_class"]
         args.steps = QUICK["steps"]
         args.student_steps = QUICK["student_steps"]
+        args.variation_steps = QUICK["variation_steps"]
         args.seeds = args.seeds[:1]
     default_dir = "runs/benchmark_diffusion" + ("_quick" if args.quick else "")
     args.work_dir = args.work_dir or Path(default_dir)

@@ -1,12 +1,14 @@
 """Tiny diffusers models built in code and written with ``save_pretrained``, as diffusers'
-own tests build them: a pixel-space DDPM pipeline and a Stable Diffusion pipeline whose CLIP
-tokenizer reads a small vocabulary and merges file written here."""
+own tests build them: a pixel-space DDPM pipeline, a Stable Diffusion pipeline whose CLIP
+tokenizer reads a small vocabulary and merges file written here, and a Stable Diffusion image
+variations pipeline with a tiny CLIP image encoder."""
 
 from __future__ import annotations
 
 import json
 import string
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,18 +48,11 @@ def write_clip_tokenizer_files(directory: Path) -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
-def save_tiny_stable_diffusion(directory: Path, sample_size: int = 8) -> Path:
-    """A ``StableDiffusionPipeline`` of tiny random parts: latents ``4 x sample_size^2``,
-    images twice that size, a 2-layer CLIP text encoder of width 16."""
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _tiny_latent_parts(sample_size: int, cross_attention_dim: int) -> tuple[Any, Any]:
+    """A tiny ``UNet2DConditionModel`` on ``4 x sample_size^2`` latents and its
+    ``AutoencoderKL`` (images twice that size)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
@@ -66,7 +61,7 @@ def save_tiny_stable_diffusion(directory: Path, sample_size: int = 8) -> Path:
         block_out_channels=(8, 16),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=2,
         norm_num_groups=4,
     )
@@ -80,6 +75,29 @@ def save_tiny_stable_diffusion(directory: Path, sample_size: int = 8) -> Path:
         norm_num_groups=4,
         sample_size=2 * sample_size,
     )
+    return unet, vae
+
+
+def _latent_scheduler() -> Any:
+    """Stable Diffusion's noise schedule, over 100 training steps."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=100,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        clip_sample=False,
+    )
+
+
+def save_tiny_stable_diffusion(directory: Path, sample_size: int = 8) -> Path:
+    """A ``StableDiffusionPipeline`` of tiny random parts: latents ``4 x sample_size^2``,
+    images twice that size, a 2-layer CLIP text encoder of width 16."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet, vae = _tiny_latent_parts(sample_size, cross_attention_dim=16)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             bos_token_id=0,
@@ -100,15 +118,52 @@ def save_tiny_stable_diffusion(directory: Path, sample_size: int = 8) -> Path:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=DDPMScheduler(
-            num_train_timesteps=100,
-            beta_schedule="scaled_linear",
-            steps_offset=1,
-            clip_sample=False,
-        ),
+        scheduler=_latent_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(directory)
+    return directory
+
+
+def save_tiny_image_variations(
+    directory: Path, sample_size: int = 8, clip_size: int = 32, projection_dim: int = 32
+) -> Path:
+    """A ``StableDiffusionImageVariationPipeline`` of tiny random parts: the latent parts of
+    :func:`save_tiny_stable_diffusion` cross-attending to a 2-layer CLIP vision encoder of
+    width 32 (``clip_size`` px input in patches of 8) projected to ``projection_dim``, and a
+    ``CLIPImageProcessor`` for that input with CLIP's mean and std."""
+    from diffusers import StableDiffusionImageVariationPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    torch.manual_seed(0)
+    unet, vae = _tiny_latent_parts(sample_size, cross_attention_dim=projection_dim)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            image_size=clip_size,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            projection_dim=projection_dim,
+        )
+    )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": clip_size},
+        crop_size={"height": clip_size, "width": clip_size},
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
+    )
+    StableDiffusionImageVariationPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=_latent_scheduler(),
+        safety_checker=None,
+        feature_extractor=processor,
+        requires_safety_checker=False,
+    ).save_pretrained(directory)
     return directory

@@ -84,6 +84,7 @@ def guided_sample(
     settings: GuidanceSettings,
     start_from: torch.Tensor | None = None,
     strength: float = 1.0,
+    sources: torch.Tensor | None = None,
 ) -> SyntheticBatch:
     """A batch for ``targets`` from fresh noise (the global RNG): the final samples, then the
     saved intermediate z0 (``settings.save_x0_at``), with their targets (the class with the
@@ -91,7 +92,9 @@ def guided_sample(
 
     ``start_from`` (clean latents, :meth:`Denoiser.encode`): image-to-image (SDEdit, Meng et
     al. 2022): the latents are noised to the step ``strength`` of the way back (1: pure noise)
-    and denoised from there, so the result keeps the source's layout."""
+    and denoised from there, so the result keeps the source's layout. ``sources`` (images in
+    [0, 1], one per target): what an image-variations model is conditioned on
+    (:meth:`Denoiser.prepare`)."""
     n = len(targets)
     scheduler.set_timesteps(settings.steps)
     noise = torch.randn(n, *denoiser.latent_shape).to(denoiser.unet.device)
@@ -102,7 +105,7 @@ def guided_sample(
         latents = scheduler.add_noise(start_from, noise, scheduler.timesteps[first : first + 1])
     soft = F.one_hot(targets, num_classes).float() if num_classes > 0 else None
     mixes_classes = soft is not None and settings.cutmix.mode == "cross_class"
-    conditioning = denoiser.prepare(targets)
+    conditioning = denoiser.prepare(targets, sources)
     guided = loss_fn is not None and settings.eta != 0
     saved: list[SyntheticBatch] = []
 

@@ -14,6 +14,7 @@ from dfkd_lightning.errors import ConfigError, MissingFileError
 from dfkd_lightning.producers import command_that_writes
 from dfkd_lightning.synthesis.diffusion.denoisers import (
     Denoiser,
+    ImageVariationDenoiser,
     LatentTextDenoiser,
     PixelDenoiser,
 )
@@ -97,6 +98,88 @@ def _load(cls: Any, pretrained: str, subfolder: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(pretrained, subfolder=subfolder, **kwargs)
 
 
+def _has(index: dict, *parts: str) -> bool:
+    """Whether the pipeline has all of ``parts`` (an optional part saved as None is absent)."""
+    return all(part in index and index[part] != [None, None] for part in parts)
+
+
+def _box_size(box: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of a processor's ``size``/``crop_size`` (an int, or a dict of
+    height/width or shortest_edge), None when it says neither."""
+    if isinstance(box, int):
+        return box, box
+    get = getattr(box, "get", None)
+    if get is None:
+        return None
+    if get("height") and get("width"):
+        return int(get("height")), int(get("width"))
+    return (int(get("shortest_edge")),) * 2 if get("shortest_edge") else None
+
+
+def _clip_preprocessing(
+    pretrained: str, index: dict, image_encoder: Any, common: dict[str, Any]
+) -> dict[str, Any]:
+    """The image encoder's input size and normalisation, from the pipeline's
+    ``feature_extractor`` (a ``CLIPImageProcessor``; the crop size when it crops); without
+    one, the encoder's ``image_size`` and CLIP's mean and std."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    size = int(image_encoder.config.image_size)
+    defaults = {
+        "image_size": (size, size),
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
+    }
+    if not _has(index, "feature_extractor"):
+        return defaults
+    from transformers import CLIPImageProcessor
+
+    processor = _load(CLIPImageProcessor, pretrained, "feature_extractor", **common)
+    crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None
+    box = _box_size(crop) or _box_size(processor.size)
+    return {
+        "image_size": box or defaults["image_size"],
+        "image_mean": list(processor.image_mean or OPENAI_CLIP_MEAN),
+        "image_std": list(processor.image_std or OPENAI_CLIP_STD),
+    }
+
+
+def _latent_parts(pretrained: str, torch_dtype: torch.dtype, common: dict[str, Any]) -> dict:
+    """A latent pipeline's ``unet`` (a ``UNet2DConditionModel``) and ``vae``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    return {
+        "unet": _load(UNet2DConditionModel, pretrained, "unet", torch_dtype=torch_dtype, **common),
+        "vae": _load(AutoencoderKL, pretrained, "vae", torch_dtype=torch_dtype, **common),
+    }
+
+
+def _image_variations(
+    pretrained: str,
+    index: dict,
+    torch_dtype: torch.dtype,
+    guidance_scale: float,
+    common: dict[str, Any],
+) -> ImageVariationDenoiser:
+    """An image-variations pipeline's denoiser (UNet, VAE, CLIP image encoder)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    encoder = _load(
+        CLIPVisionModelWithProjection,
+        pretrained,
+        "image_encoder",
+        torch_dtype=torch_dtype,
+        **common,
+    )
+    return ImageVariationDenoiser(
+        **_latent_parts(pretrained, torch_dtype, common),
+        image_encoder=encoder,
+        dtype=torch_dtype,
+        guidance_scale=guidance_scale,
+        **_clip_preprocessing(pretrained, index, encoder, common),
+    )
+
+
 def load_denoiser(
     pretrained: str,
     dtype: str = "float32",
@@ -107,7 +190,9 @@ def load_denoiser(
 ) -> tuple[Denoiser, dict[str, Any]]:
     """The frozen denoiser of ``pretrained`` in ``dtype`` and its scheduler's config: a latent
     text-to-image pipeline (``vae``, ``text_encoder``, ``tokenizer``, ``unet``: Stable
-    Diffusion) or a pixel-space one (``unet`` a ``UNet2DModel``: ``DDPMPipeline``)."""
+    Diffusion), a latent image-variations one (``vae``, ``image_encoder``, ``unet``:
+    ``StableDiffusionImageVariationPipeline``; ``prompt`` and ``class_names`` unused) or a
+    pixel-space one (``unet`` a ``UNet2DModel``: ``DDPMPipeline``)."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     index = model_index(pretrained, local_files_only)
@@ -116,13 +201,11 @@ def load_denoiser(
     from diffusers import DDPMScheduler
 
     scheduler_config = dict(DDPMScheduler.load_config(pretrained, subfolder="scheduler", **common))
-    if {"unet", "vae", "text_encoder", "tokenizer"} <= index.keys():
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+    if _has(index, "unet", "vae", "text_encoder", "tokenizer"):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         denoiser: Denoiser = LatentTextDenoiser(
-            unet=_load(UNet2DConditionModel, pretrained, "unet", torch_dtype=torch_dtype, **common),
-            vae=_load(AutoencoderKL, pretrained, "vae", torch_dtype=torch_dtype, **common),
+            **_latent_parts(pretrained, torch_dtype, common),
             text_encoder=_load(
                 CLIPTextModel, pretrained, "text_encoder", torch_dtype=torch_dtype, **common
             ),
@@ -132,6 +215,8 @@ def load_denoiser(
             class_names=class_names,
             guidance_scale=guidance_scale,
         )
+    elif _has(index, "unet", "vae", "image_encoder"):
+        denoiser = _image_variations(pretrained, index, torch_dtype, guidance_scale, common)
     elif "unet" in index and "UNet2DModel" in index["unet"]:
         from diffusers import UNet2DModel
 
@@ -142,7 +227,9 @@ def load_denoiser(
         raise ConfigError(
             f"{pretrained} is a {index.get('_class_name', 'pipeline')} with parts {parts}; the "
             "diffusion synthesizer takes a latent text-to-image pipeline (Stable Diffusion: "
-            "unet, vae, text_encoder, tokenizer) or a pixel-space UNet2DModel (DDPMPipeline)"
+            "unet, vae, text_encoder, tokenizer), a latent image-variations pipeline "
+            "(StableDiffusionImageVariationPipeline: unet, vae, image_encoder) or a pixel-space "
+            "UNet2DModel (DDPMPipeline)"
         )
     return denoiser.freeze(), scheduler_config
 

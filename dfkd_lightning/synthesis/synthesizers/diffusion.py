@@ -31,6 +31,13 @@ class DiffusionSynthesizer(Synthesizer):
     (a ``DDPMPipeline``, e.g. the digits prior). Frozen, in its own ``dtype``, out of
     checkpoints and DDP.
 
+    An image-variations pipeline (``StableDiffusionImageVariationPipeline``, e.g.
+    lambdalabs/sd-image-variations-diffusers; its card uses ``guidance_scale: 3`` and 25 steps)
+    conditions on the CLIP image embedding of a source image (resized to the encoder's 224 px
+    input and normalised in torch), guided against a zero embedding: it only makes
+    :meth:`vary` variations, so it belongs in the ``DiffusionVariations`` callback; generating
+    from targets alone (a method's synthesizer) stops with an error.
+
     Each sample runs ``num_inference_steps`` of the ``ddpm`` (the paper's) or ``ddim``
     scheduler; at every step the synthesis loss of the decoded predicted clean sample moves
     the latents by ``guidance_step`` (eta, 1 in the release) times its gradient
@@ -150,8 +157,10 @@ class DiffusionSynthesizer(Synthesizer):
     ) -> SyntheticBatch:
         """``copies`` image-to-image variations of each of ``images`` (in [0, 1]; SDEdit at
         ``strength``: 0 keeps the image, 1 starts from pure noise), aimed at the source's
-        target (guided like generation unless ``guidance_step`` is 0), image after image. Each
-        carries its source image (extra ``SOURCE``) and the source's index (``SOURCE_INDEX``).
+        target (guided like generation unless ``guidance_step`` is 0), image after image; an
+        image-variations model is also conditioned on the source's CLIP embedding (at strength
+        1 that is all it keeps, as its pipeline does). Each carries its source image (extra
+        ``SOURCE``) and the source's index (``SOURCE_INDEX``).
         """
         if copies < 1 or not 0.0 < strength <= 1.0:
             raise ConfigError(
@@ -172,15 +181,17 @@ class DiffusionSynthesizer(Synthesizer):
         self, targets: torch.Tensor, sources: torch.Tensor | None = None, strength: float = 1.0
     ) -> SyntheticBatch:
         """Guided sampling for ``targets`` in micro-batches, from noise or, image to image,
-        from ``sources`` (one per target)."""
+        from ``sources`` (one per target; their latents below ``strength`` 1, and the
+        conditioning of an image-variations model)."""
         spec = self.bound_spec()
         size = self.micro_batch_size or len(targets)
         batches = []
         for first in range(0, len(targets), size):
+            chunk = None if sources is None else sources[first : first + size]
             start = None
-            if sources is not None:
+            if chunk is not None and strength < 1.0:
                 with torch.no_grad():
-                    start = self.denoiser.encode(sources[first : first + size])
+                    start = self.denoiser.encode(chunk)
             batches.append(
                 guided_sample(
                     self.denoiser,
@@ -192,6 +203,7 @@ class DiffusionSynthesizer(Synthesizer):
                     self.settings,
                     start_from=start,
                     strength=strength,
+                    sources=chunk,
                 )
             )
         return SyntheticBatch.cat(batches).detach()
