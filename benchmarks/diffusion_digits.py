@@ -294,7 +294,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="denoising steps per image")
     parser.add_argument("--student-steps", type=int, default=1500)
     parser.add_argument("--variation-steps", type=int, default=50, help="the prior's steps")
-    parser.add_argument("--variation-strength", type=float, default=0.3)
+    parser.add_argument("--variation-strength", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="a reduced pipeline, one seed")
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -318,7 +318,9 @@ def main() -> None:
             print(f"{row} seed {seed}: test acc {rows[-1]['test_acc']:.4f}", flush=True)
     print(
         f"\nSizes: {args.images_per_class} images per class, {args.steps} denoising steps, "
-        f"{args.student_steps} student steps of {STUDENT_BATCH}."
+        f"{args.student_steps} student steps of {STUDENT_BATCH}; DDA: 64 inverted images every "
+        f"25 student steps, variations at strength {args.variation_strength} of "
+        f"{args.variation_steps} prior steps."
     )
     print_table(rows)
     if args.out:
