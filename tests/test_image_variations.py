@@ -4,16 +4,22 @@ loaded back through the real loading path; offline, CPU."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from conftest import QUIET
 from tiny_diffusion import save_tiny_image_variations
 from torch import nn
 
+from dfkd_lightning.callbacks import DiffusionVariations, SimilarityFilter
+from dfkd_lightning.cli import DFKDCLI
 from dfkd_lightning.errors import ConfigError
+from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.synthesis.batch import SOURCE, SOURCE_INDEX
 from dfkd_lightning.synthesis.diffusion.denoisers import ImageVariationDenoiser, to_images
 from dfkd_lightning.synthesis.synthesizers import DiffusionSynthesizer, SampleSpec
@@ -128,3 +134,59 @@ def test_partial_strength_starts_from_the_sources_latents(
     assert torch.isfinite(varied.samples).all()
     assert varied.samples.min() >= 0 and varied.samples.max() <= 1
     assert varied.targets.tolist() == [2, 5, 9]
+
+
+def test_the_cifar10_dda_config_runs_with_an_image_variations_model(
+    variations_model: Path, tmp_path: Path
+) -> None:
+    config = Path(__file__).parents[1] / "configs/experiments/cifar10/dda_wrn_40_2_wrn_16_1.yaml"
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    [varier] = [c for c in callbacks if c["class_path"].endswith("DiffusionVariations")]
+    assert varier["init_args"]["synthesizer"]["init_args"]["guidance_scale"] == 3.0
+    varier["init_args"]["synthesizer"]["init_args"].update(
+        pretrained=str(variations_model), num_inference_steps=2, dtype="float32"
+    )
+    callbacks = [c for c in callbacks if c["class_path"].startswith("dfkd_lightning")]
+    teacher = tmp_path / "wrn_16_2.pt"
+    torch.save(build_classifier("wrn_16_2", 10, 3).state_dict(), teacher)
+    cli = DFKDCLI(
+        args=[
+            "fit",
+            "--config",
+            str(config),
+            *QUIET,
+            "--data.init_args.dataset",
+            "fake",
+            "--data.init_args.num_workers",
+            "0",
+            "--data.init_args.steps_per_epoch",
+            "2",
+            "--model.init_args.teacher",
+            "wrn_16_2",
+            "--model.init_args.teacher_checkpoint",
+            str(teacher),
+            "--model.init_args.synthesis_batch_size",
+            "4",
+            "--model.init_args.batch_size",
+            "4",
+            "--model.init_args.kd_steps",
+            "2",
+            "--model.init_args.g_steps",
+            "1",
+            "--model.init_args.synthesis_loss.cr",
+            "{weight: 0.8, bank_size: 16, n_neg: 4}",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.callbacks",
+            json.dumps(callbacks),
+            "--test_after_fit",
+            "false",
+        ]
+    )
+    kinds = [type(c) for c in cli.trainer.callbacks]
+    assert kinds.index(DiffusionVariations) < kinds.index(SimilarityFilter)
+    # one round of 4 images and what the filter kept of their 4 variations
+    assert 4 <= len(cli.model.pool) <= 8
+    assert cli.model.student_steps == 2
