@@ -13,6 +13,10 @@ The sources (paths in the authors' repositories):
 - RGAL release (Sharpiless/RGAL): the README's command and main.py (student SGD momentum 0.9,
   wd 1e-4, cosine over the epochs to 0; CDLoss's 1x1 adapters in the student's optimizer).
 - DE-DFKD (Liu et al., 2024) has no release and its settings are not public: ours are DFQ's.
+- DDA release (SLGSP/DDA): scripts/dda/dda_cifar10_wrn402_wrn161.sh and datafree_kd.py (student
+  SGD momentum 0.9, wd 1e-4, cosine over the epochs to 0; KL + CE + 30 x MSE of the alignment
+  head; the rotation head's loss at weight 10 in synthesis); its README's image-variations model
+  (lambdalabs/sd-image-variations-diffusers: guidance 3, 25 steps).
 """
 
 from __future__ import annotations
@@ -348,3 +352,58 @@ def test_dedfkd_shares_dfqs_loop(path: Path) -> None:
     assert model == dfq_model
     assert config["data"] == dfq["data"] and config["model"]["class_path"].endswith("DEDFKD")
     assert config["trainer"]["max_epochs"] == dfq["trainer"]["max_epochs"]
+
+
+DDA_PAIRS = ("wrn_40_2_wrn_16_1", "resnet34_resnet18")
+
+
+@pytest.mark.parametrize(
+    "path",
+    _configs("dda", DDA_PAIRS) + _configs("dda_release", DDA_PAIRS),
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_dda_follows_the_release_script(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]["init_args"]
+    synthesis, student = model["synthesis_loss"], model["student_loss"]
+    # datafree_kd.py: KLDiv(T) + CE(s, y) + args.fea (30) * MSE(alignhead(s_feat), t_feat)
+    assert student["kd"]["temperature"] == 20.0  # --T 20
+    assert _weight(student["ce"]) == 1.0
+    assert (_weight(student["cd"]), student["cd"]["penultimate"]) == (30.0, True)
+    assert _weight(student["rotation"]) == 1.0  # train_head: the head's CE alone
+    if "release" in path.stem:  # --dda 10 --adv 0 --bn 1.0 --oh 1.0, no variations
+        weights = {name: _weight(entry) for name, entry in synthesis.items()}
+        assert weights == {"bn": 1.0, "oh": 1.0, "adv": 0.0, "cr": 0.0, "rotation_adv": 10.0}
+        callbacks = [c["class_path"] for c in config["trainer"]["callbacks"]]
+        assert not any("Variations" in c or "Similarity" in c for c in callbacks)
+    else:  # the paper's contrastive inversion, with CMI's CIFAR weights
+        assert [_weight(synthesis[name]) for name in ("bn", "oh", "adv", "cr")] == [
+            1.0,
+            1.0,
+            0.5,
+            0.8,
+        ]
+        [varier] = [c for c in config["trainer"]["callbacks"] if "Variations" in c["class_path"]]
+        diffusion = varier["init_args"]["synthesizer"]["init_args"]
+        assert (diffusion["guidance_scale"], diffusion["num_inference_steps"]) == (3.0, 25)
+        assert diffusion["guidance_step"] == 0.0
+    _check(
+        path,
+        {
+            "data.init_args.batch_size": 128,  # --batch_size 128
+            "data.init_args.steps_per_epoch": 2000,  # --ep_steps 2000
+            "model.init_args.batch_size": 128,
+            "model.init_args.synthesis_batch_size": 400,
+            "model.init_args.kd_steps": 2000,
+            "model.init_args.g_steps": 200,
+            "model.init_args.synthesizer.init_args.lr": 1.0e-3,
+            "model.init_args.synthesizer.init_args.nz": 256,
+            "model.init_args.synthesizer.init_args.ngf": 64,
+            "model.init_args.optimizer.class_path": "torch.optim.SGD",
+            "model.init_args.optimizer.init_args.lr": 0.1,
+            "model.init_args.optimizer.init_args.momentum": 0.9,
+            "model.init_args.optimizer.init_args.weight_decay": 1.0e-4,
+            "model.init_args.scheduler.init_args.T_max": 200,
+            "trainer.max_epochs": 200,
+        },
+    )
