@@ -172,8 +172,8 @@ class SimilarityFilter(SampleFilter):
         logits, features = network_outputs(module, net, samples)
         return logits if self.embedding.endswith("logits") else features
 
-    def similarity(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
-        """Each sample's cosine similarity to its source."""
+    def source_of(self, batch: SyntheticBatch) -> torch.Tensor:
+        """The source image of every sample; an error naming the key when the batch has none."""
         source = batch.extras.get(self.source_key)
         if source is None or source.shape != batch.samples.shape:
             raise ConfigError(
@@ -182,9 +182,12 @@ class SimilarityFilter(SampleFilter):
                 "method's batches do not (use it with a method that makes variations, or set "
                 "source_key)"
             )
-        embedding = self.embed(module, batch.samples)
-        reference = self.embed(module, source)
-        return F.cosine_similarity(embedding, reference, dim=1)
+        return source
+
+    def similarity(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
+        """Each sample's cosine similarity to its source."""
+        reference = self.embed(module, self.source_of(batch))
+        return F.cosine_similarity(self.embed(module, batch.samples), reference, dim=1)
 
     def keep(self, module: Any, batch: SyntheticBatch) -> torch.Tensor:
         return self.similarity(module, batch) >= self.threshold
@@ -192,13 +195,10 @@ class SimilarityFilter(SampleFilter):
     def on_samples_synthesized(
         self, trainer: Trainer, module: Any, batch: SyntheticBatch
     ) -> SyntheticBatch | None:
-        source = batch.extras.get(self.source_key)
-        is_source = (
-            (source == batch.samples).flatten(1).all(1)
-            if source is not None and source.shape == batch.samples.shape
-            else torch.zeros(len(batch), dtype=torch.bool, device=batch.device)
-        )
-        mask = self.keep(module, batch) | is_source
-        self.seen += int((~is_source).sum())
-        self.kept += int((mask & ~is_source).sum())
+        is_variation = ~(self.source_of(batch) == batch.samples).flatten(1).all(1)
+        mask = ~is_variation
+        if bool(is_variation.any()):  # only the variations are embedded and counted
+            mask[is_variation] = self.keep(module, batch.select(is_variation))
+        self.seen += int(is_variation.sum())
+        self.kept += int((mask & is_variation).sum())
         return batch.select(mask)

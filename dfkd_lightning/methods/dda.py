@@ -23,7 +23,8 @@ class DDA(DataFreeDistillation):
     Diffusion, or img2img with any diffusers model), and the
     :class:`~dfkd_lightning.callbacks.SimilarityFilter` after it keeps a variation when
     ``cos(e(variation), e(source)) >= omega`` (teacher penultimate features by default); the
-    configs list both. The release has neither.
+    ``dda`` configs list both, the ``dda_release`` ones neither (the release has no such
+    stage).
 
     Student: the release's loss, each a weighted term: ``kd`` (KL at T = 20) + ``ce`` (CE to
     the samples' targets) + ``30 * cd`` with ``penultimate: true`` (MSE of an alignment head on
