@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import quick_trainer, small_method_options
 from torch import nn
 
 from dfkd_lightning.errors import ConfigError
@@ -82,3 +85,28 @@ def test_bad_bit_widths_are_refused() -> None:
         quantized_copy(nn.Linear(2, 2), 1, 8)
     with pytest.raises(ConfigError, match="activation_bits"):
         quantized_copy(nn.Linear(2, 2), 8, 32)
+
+
+def test_the_quantization_method_fine_tunes_a_quantized_copy_of_the_teacher(
+    fake_teacher: Path, tmp_path: Path
+) -> None:
+    from dfkd_lightning.data import ClassificationDataModule
+    from dfkd_lightning.methods.quantization import DataFreeQuantization
+
+    data = ClassificationDataModule("digits", channels=1, train_source="steps", steps_per_epoch=4)
+    options = small_method_options(fake_teacher, data, kd_steps=2, g_steps=1, student="ignored")
+    model = DataFreeQuantization(**options, weight_bits=4, activation_bits=8)
+    # the student is the teacher's architecture and weights, quantized and trainable
+    assert type(model.student) is type(model.teacher)
+    layers = [m for m in model.student.modules() if isinstance(m, QuantConv2d | QuantLinear)]
+    assert len(layers) == 5 and all(layer.weight_bits == 4 for layer in layers)
+    torch.testing.assert_close(layers[0].weight, model.teacher.conv1.weight)
+    assert all(p.requires_grad for p in model.student.parameters())
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert model.hparams["weight_bits"] == 4
+    before = layers[0].weight.detach().clone()
+    quick_trainer(tmp_path, max_epochs=1, limit_val_batches=1).fit(model, datamodule=data)
+    assert model.student_steps == 4
+    assert not torch.equal(before, layers[0].weight)  # fine-tuned
+    assert layers[0].input_quantizer.initialised  # its activation range was set
+    assert torch.equal(model.teacher.conv1.weight, before)  # the teacher is untouched

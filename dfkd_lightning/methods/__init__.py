@@ -14,6 +14,7 @@ from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
 from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
+from dfkd_lightning.methods.quantization import DataFreeQuantization
 from dfkd_lightning.methods.regression_datafree import DataFreeRegression
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
 from dfkd_lightning.methods.regression_teacher import RegressionTeacherTraining
@@ -50,6 +51,7 @@ __all__ = [
     "ZSKT",
     "ClassifierEvaluation",
     "DataFreeDistillation",
+    "DataFreeQuantization",
     "DataFreeRegression",
     "DiffDFKD",
     "DeepInversion",
