@@ -54,21 +54,7 @@ def test_variations_keep_shape_range_targets_and_source_links(pixel_model: Path)
 def test_the_variations_callback_expands_what_reaches_the_pool(
     pixel_model: Path, fake_teacher: Path
 ) -> None:
-    varier = {
-        "class_path": "dfkd_lightning.callbacks.DiffusionVariations",
-        "init_args": {
-            "synthesizer": {
-                "class_path": "dfkd_lightning.synthesis.synthesizers.DiffusionSynthesizer",
-                "init_args": {
-                    "pretrained": str(pixel_model),
-                    "num_inference_steps": 4,
-                    "guidance_step": 0.0,
-                },
-            },
-            "copies": 2,
-            "strength": 0.5,
-        },
-    }
+    varier = _varier_spec(pixel_model, copies=2)
     cli = tiny_fake_run(
         "deepinversion",
         fake_teacher,
@@ -216,29 +202,29 @@ def test_the_release_synthesis_attacks_the_rotation_head(fake_teacher: Path) -> 
 
 
 # ----------------------------------------------------------------------------- the method
-def _dda_callbacks(pixel_model: Path, omega: float) -> str:
-    return json.dumps(
-        [
-            {
-                "class_path": "dfkd_lightning.callbacks.DiffusionVariations",
+def _varier_spec(pixel_model: Path, copies: int) -> dict:
+    """A DiffusionVariations callback with the tiny pixel model: 4 steps, strength 0.5."""
+    return {
+        "class_path": "dfkd_lightning.callbacks.DiffusionVariations",
+        "init_args": {
+            "synthesizer": {
+                "class_path": "dfkd_lightning.synthesis.synthesizers.DiffusionSynthesizer",
                 "init_args": {
-                    "synthesizer": {
-                        "class_path": "dfkd_lightning.synthesis.synthesizers.DiffusionSynthesizer",
-                        "init_args": {
-                            "pretrained": str(pixel_model),
-                            "num_inference_steps": 4,
-                            "guidance_step": 0.0,
-                        },
-                    },
-                    "copies": 1,
-                    "strength": 0.5,
+                    "pretrained": str(pixel_model),
+                    "num_inference_steps": 4,
+                    "guidance_step": 0.0,
                 },
             },
-            {
-                "class_path": "dfkd_lightning.callbacks.SimilarityFilter",
-                "init_args": {"threshold": omega},
-            },
-        ]
+            "copies": copies,
+            "strength": 0.5,
+        },
+    }
+
+
+def _dda_callbacks(pixel_model: Path, omega: float) -> str:
+    similarity = {"class_path": "dfkd_lightning.callbacks.SimilarityFilter"}
+    return json.dumps(
+        [_varier_spec(pixel_model, copies=1), {**similarity, "init_args": {"threshold": omega}}]
     )
 
 

@@ -11,6 +11,7 @@ the range (the straight-through estimator), so the quantized network trains by K
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,18 +81,37 @@ class ActivationQuantizer(nn.Module):
         return fake_quantize(x, self.low, self.high, self.bits)
 
 
-class QuantConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` whose weights and input are fake-quantized (see the module doc)."""
+class _FakeQuantized:
+    """What a fake-quantized layer adds to its float base class: the bit width of its weights
+    and the quantizer of its input."""
 
-    def __init__(self, *args, weight_bits: int = 8, activation_bits: int = 8, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    weight: nn.Parameter
+
+    def _init_quantization(self, weight_bits: int, activation_bits: int) -> None:
         _check_bits(weight_bits, "weight_bits")
         self.weight_bits = weight_bits
         self.input_quantizer = ActivationQuantizer(activation_bits)
 
+    def _load_float(self, layer: nn.Module) -> Any:
+        """This layer on ``layer``'s device and dtype, with its weights and bias."""
+        quantized = self.to(layer.weight.device, layer.weight.dtype)  # type: ignore[attr-defined]
+        quantized.load_state_dict(layer.state_dict(), strict=False)  # quantizers: fresh
+        return quantized
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize_weights_per_channel(self.weight, self.weight_bits)
+
+
+class QuantConv2d(_FakeQuantized, nn.Conv2d):
+    """An ``nn.Conv2d`` whose weights and input are fake-quantized (see the module doc)."""
+
+    def __init__(self, *args, weight_bits: int = 8, activation_bits: int = 8, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_quantization(weight_bits, activation_bits)
+
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_bits: int, activation_bits: int) -> QuantConv2d:
-        quantized = cls(
+        return cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -103,39 +123,31 @@ class QuantConv2d(nn.Conv2d):
             padding_mode=conv.padding_mode,
             weight_bits=weight_bits,
             activation_bits=activation_bits,
-        ).to(conv.weight.device, conv.weight.dtype)
-        quantized.load_state_dict(conv.state_dict(), strict=False)
-        return quantized
+        )._load_float(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = quantize_weights_per_channel(self.weight, self.weight_bits)
-        return self._conv_forward(self.input_quantizer(x), weight, self.bias)
+        return self._conv_forward(self.input_quantizer(x), self.quantized_weight(), self.bias)
 
 
-class QuantLinear(nn.Linear):
+class QuantLinear(_FakeQuantized, nn.Linear):
     """An ``nn.Linear`` whose weights and input are fake-quantized (see the module doc)."""
 
     def __init__(self, *args, weight_bits: int = 8, activation_bits: int = 8, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _check_bits(weight_bits, "weight_bits")
-        self.weight_bits = weight_bits
-        self.input_quantizer = ActivationQuantizer(activation_bits)
+        self._init_quantization(weight_bits, activation_bits)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, weight_bits: int, activation_bits: int) -> QuantLinear:
-        quantized = cls(
+        return cls(
             linear.in_features,
             linear.out_features,
             bias=linear.bias is not None,
             weight_bits=weight_bits,
             activation_bits=activation_bits,
-        ).to(linear.weight.device, linear.weight.dtype)
-        quantized.load_state_dict(linear.state_dict(), strict=False)
-        return quantized
+        )._load_float(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = quantize_weights_per_channel(self.weight, self.weight_bits)
-        return F.linear(self.input_quantizer(x), weight, self.bias)
+        return F.linear(self.input_quantizer(x), self.quantized_weight(), self.bias)
 
 
 def _quantized(module: nn.Module, weight_bits: int, activation_bits: int) -> nn.Module | None:
