@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from dfkd_lightning.methods import DATA_FREE_METHODS, DIFFUSION_METHODS, DataFreeRegression
+from dfkd_lightning.methods import (
+    DATA_FREE_METHODS,
+    DIFFUSION_METHODS,
+    DataFreeQuantization,
+    DataFreeRegression,
+)
 from dfkd_lightning.synthesis.synthesizers import SYNTHESIZERS
 from dfkd_lightning.synthesis.terms import TERMS
 
@@ -21,7 +26,12 @@ def _summary(obj: type) -> str:
 
 def catalog() -> dict[str, dict[str, tuple[str, str]]]:
     """``{section: {name: (import path, summary)}}`` for methods, synthesizers and terms."""
-    methods = {**DATA_FREE_METHODS, **DIFFUSION_METHODS, "regression": DataFreeRegression}
+    methods = {
+        **DATA_FREE_METHODS,
+        **DIFFUSION_METHODS,
+        "regression": DataFreeRegression,
+        "quantization": DataFreeQuantization,
+    }
     return {
         "methods": {
             name: (f"{cls.__module__.rpartition('.')[0]}.{cls.__name__}", _summary(cls))

@@ -49,7 +49,16 @@ AXES = {
     "variant": "variants",
 }
 SUITE_KEYS = {"dir", "datasets", "overrides", "header", "comment", "groups"}
-GROUP_KEYS = {"dir", "name", "overrides", "header", "comment", "when", *AXES.values()}
+GROUP_KEYS = {
+    "dir",
+    "name",
+    "overrides",
+    "header",
+    "comment",
+    "when",
+    "arch_argument",
+    *AXES.values(),
+}
 ENTRY_KEYS = {"title", "overrides", "comment"}
 RULE_KEYS = {"match", "overrides", "comment"}
 #: Keys written first, in this order, in the mapping found under a path (``*``: any key).
@@ -470,8 +479,11 @@ def _group(
             )
         if chosen["arch"] is not None:
             arch = chosen["arch"]
-            layers.append(Layer(f"{where}.archs", {"model": {"init_args": {"arch": arch}}}))
+            argument = group.get("arch_argument", "arch")  # the model argument it sets
+            layers.append(Layer(f"{where}.archs", {"model": {"init_args": {argument: arch}}}))
             variables.update(arch=arch, arch_title=str(axes["arch"][arch].get("title", arch)))
+            if argument == "teacher":
+                variables["teacher"] = arch
         if chosen["variant"] is not None:
             variables["variant"] = chosen["variant"]
 

@@ -148,7 +148,7 @@ def few_batches(train: int, val: int = 1, test: int = 1) -> list[str]:
 #: CMI's memory bank at smoke-run size.
 SMALL_BANK = {
     method: ["--model.init_args.synthesis_loss.cr", "{weight: 0.8, bank_size: 64, n_neg: 16}"]
-    for method in ("cmi", "dda")
+    for method in ("cmi", "dda", "quant_cmi", "quant_cmi_rgal")
 }
 
 

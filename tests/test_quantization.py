@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import quick_trainer, small_method_options
+import yaml
+from conftest import DIGITS_EXPERIMENTS, quick_trainer, small_method_options, tiny_fake_run
 from torch import nn
 
 from dfkd_lightning.errors import ConfigError
 from dfkd_lightning.nets import build_classifier
 from dfkd_lightning.quantization import (
+    ActivationQuantizer,
+    FixedStatisticsBatchNorm1d,
+    FixedStatisticsBatchNorm2d,
     QuantConv2d,
     QuantLinear,
     calibrate_activations,
     fake_quantize,
     quantize_weights_per_channel,
     quantized_copy,
+    quantized_student,
 )
+from dfkd_lightning.synthesis.synthesizers import GaussianSampler, SampleSpec
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -110,3 +117,116 @@ def test_the_quantization_method_fine_tunes_a_quantized_copy_of_the_teacher(
     assert not torch.equal(before, layers[0].weight)  # fine-tuned
     assert layers[0].input_quantizer.initialised  # its activation range was set
     assert torch.equal(model.teacher.conv1.weight, before)  # the teacher is untouched
+
+
+def _shifted_batch() -> torch.Tensor:
+    return torch.randn(32, 1, 32, 32) * 3 + 2  # far from the statistics the BN layers hold
+
+
+def test_fixed_batch_norm_keeps_the_pretrained_statistics_while_training() -> None:
+    torch.manual_seed(0)
+    net = build_classifier("lenet5_bn", 10, 1).eval()
+    fixed = quantized_student(net, 8, 8, "fixed")
+    reestimated = quantized_student(net, 8, 8, "reestimate")
+    assert fixed.training and reestimated.training
+    # the same state-dict keys as the float network, plus each layer's activation range
+    assert set(net.state_dict()) <= set(fixed.state_dict())
+    layers = [m for m in fixed.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert layers and all(
+        isinstance(m, FixedStatisticsBatchNorm1d | FixedStatisticsBatchNorm2d) for m in layers
+    )
+    assert all(not m.training for m in layers)
+    before = {k: v.clone() for k, v in fixed.state_dict().items() if "running" in k}
+    x = _shifted_batch()
+    fixed(x).sum().backward()
+    reestimated(x)
+    for key, value in before.items():
+        assert torch.equal(fixed.state_dict()[key], value), key
+    assert any(
+        not torch.equal(reestimated.state_dict()[key], value) for key, value in before.items()
+    )
+    # the affine parameters of fixed BN layers still learn
+    assert all(m.weight.grad is not None for m in layers if m.affine)
+    # in train mode a fixed network normalises as in eval mode (activation ranges frozen)
+    fixed_eval = copy.deepcopy(fixed).eval()
+    for quantizer in fixed.modules():
+        if isinstance(quantizer, ActivationQuantizer):
+            quantizer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), fixed_eval(x))
+    with pytest.raises(ConfigError, match="batch_norm"):
+        quantized_student(net, 8, 8, "fold")  # type: ignore[arg-type]
+
+
+def test_gaussian_noise_is_standard_normal_after_the_dataset_normalisation() -> None:
+    mean, std = (0.3,), (0.2,)
+    spec = SampleSpec(
+        shape=(1, 32, 32),
+        num_classes=10,
+        batch_size=64,
+        normalize=lambda x: (x - mean[0]) / std[0],
+        denormalize=lambda x: x * std[0] + mean[0],
+    )
+    sampler = GaussianSampler()
+    sampler.bind(spec)
+    torch.manual_seed(0)
+    batch = sampler.sample(256)
+    assert batch.samples.shape == (256, 1, 32, 32) and batch.targets is None
+    inputs = spec.normalize(batch.samples)
+    assert abs(inputs.mean().item()) < 0.01 and abs(inputs.std().item() - 1) < 0.01
+    assert abs(batch.samples.mean().item() - 0.3) < 0.01  # image space: mean + std * N(0, 1)
+
+
+def test_quantization_aware_training_fine_tunes_the_quantized_copy_on_real_data(
+    fake_teacher: Path, tmp_path: Path
+) -> None:
+    from dfkd_lightning.data import ClassificationDataModule
+    from dfkd_lightning.methods import QuantizationAwareTraining
+
+    data = ClassificationDataModule("digits", channels=1, batch_size=32)
+    model = QuantizationAwareTraining(
+        teacher="lenet5_bn",
+        teacher_checkpoint=str(fake_teacher),
+        num_classes=10,
+        input_shape=data.input_shape,
+        weight_bits=3,
+        activation_bits=3,
+    )
+    layers = [m for m in model.student.modules() if isinstance(m, QuantConv2d | QuantLinear)]
+    assert len(layers) == 5 and all(layer.weight_bits == 3 for layer in layers)
+    assert model.hparams["ce_weight"] == 1.0 and model.hparams["weight_bits"] == 3
+    before = layers[0].weight.detach().clone()
+    quick_trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1).fit(
+        model, datamodule=data
+    )
+    assert not torch.equal(before, layers[0].weight)
+    assert torch.equal(model.teacher.conv1.weight, before)
+
+
+QUANTIZATION_CONFIGS = [
+    "quant_noise",
+    "quant_bn_inversion",
+    "quant_gdfq",
+    "quant_cmi",
+    "quant_cmi_rgal",
+]
+
+
+@pytest.mark.parametrize("name", QUANTIZATION_CONFIGS)
+def test_each_data_source_runs_from_its_config(name: str, fake_teacher: Path) -> None:
+    cli = tiny_fake_run(
+        name,
+        fake_teacher,
+        "--model.init_args.weight_bits",
+        "2",
+        "--model.init_args.activation_bits",
+        "8",
+    )
+    model = cli.model
+    assert model.student_steps == 4
+    layers = [m for m in model.student.modules() if isinstance(m, QuantConv2d | QuantLinear)]
+    assert all(layer.weight_bits == 2 for layer in layers)
+    assert all(layer.input_quantizer.initialised for layer in layers)
+    written = yaml.safe_load((DIGITS_EXPERIMENTS / f"{name}.yaml").read_text())
+    synthesizer = written["model"]["init_args"]["synthesizer"]["class_path"].rsplit(".", 1)[1]
+    assert type(model.synthesizer).__name__ == synthesizer

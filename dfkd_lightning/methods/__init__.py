@@ -15,6 +15,7 @@ from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
 from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
 from dfkd_lightning.methods.quantization import DataFreeQuantization
+from dfkd_lightning.methods.quantization_aware import QuantizationAwareTraining
 from dfkd_lightning.methods.regression_datafree import DataFreeRegression
 from dfkd_lightning.methods.regression_evaluation import RegressorEvaluation
 from dfkd_lightning.methods.regression_teacher import RegressionTeacherTraining
@@ -60,6 +61,7 @@ __all__ = [
     "KnowledgeDistillation",
     "ManualSteps",
     "NonFiniteLossError",
+    "QuantizationAwareTraining",
     "RegressionTeacherTraining",
     "RegressorEvaluation",
     "TeacherStudentModule",

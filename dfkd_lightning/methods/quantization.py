@@ -9,7 +9,7 @@ from torch import nn
 
 from dfkd_lightning.methods.datafree import DataFreeDistillation
 from dfkd_lightning.methods.frozen_teacher import load_frozen_teacher
-from dfkd_lightning.quantization import quantized_copy
+from dfkd_lightning.quantization import BatchNormMode, quantized_student
 from dfkd_lightning.synthesis.synthesizers import ConditionalGenerator
 
 
@@ -17,14 +17,19 @@ class DataFreeQuantization(DataFreeDistillation):
     """The student is the teacher itself, fake-quantized (``weight_bits`` per output channel,
     ``activation_bits`` per tensor on every convolution's and linear layer's input;
     :mod:`dfkd_lightning.quantization`), and learns from the full-precision teacher on the
-    synthesizer's samples. BatchNorm is not folded: it stays float and, in the student's
-    train mode, re-estimates its statistics on the synthetic data while the weights
-    fine-tune (GDFQ's practice). ``student`` is ignored: the architecture is the teacher's.
+    synthesizer's samples. ``student`` is ignored: the architecture is the teacher's.
 
-    Default data source: a GDFQ-style class-conditional generator (Xu et al., ECCV 2020) on
-    ``oh * CE(T(G(z, y)), y) + bn * R_BN``; the student learns ``kd + ce`` on fresh batches.
-    Any synthesizer and terms of the suite swap in by YAML (noise, BN-statistics inversion,
-    CMI, CMI + RGAL: ``configs/experiments/*/dfq_*.yaml``)."""
+    BatchNorm is not folded. ``batch_norm: fixed`` (default): it normalises with the teacher's
+    running statistics throughout, its affine parameters fine-tune (GDFQ, Xu et al. ECCV 2020:
+    "fine-tuning with fixed BNS", paper and release); ``reestimate``: it normalises with the
+    synthetic batch's statistics while training and re-estimates the running statistics on
+    the synthetic data.
+
+    Default data source: GDFQ's class-conditional generator on
+    ``oh * CE(T(G(z, y)), y) + bn * R_BN`` (oh 1, bn 0.1); the student learns ``kd + ce`` on
+    the generator's fresh batches (GDFQ's Eq. 8; its release's ``loss_fn_kd`` is the same
+    sum, KD at T 20). Any synthesizer and terms of the suite swap in by YAML (noise,
+    BN-statistics inversion, CMI, CMI + RGAL: ``configs/experiments/digits/quant_*.yaml``)."""
 
     summary = "data-free quantization: a fake-quantized teacher copy fine-tuned by KD"
 
@@ -32,10 +37,20 @@ class DataFreeQuantization(DataFreeDistillation):
     default_synthesis_loss = {"oh": 1.0, "bn": 0.1}
     default_student_loss = {"kd": 1.0, "ce": 1.0}
 
-    def __init__(self, *args: Any, weight_bits: int = 4, activation_bits: int = 8, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        weight_bits: int = 4,
+        activation_bits: int = 4,
+        batch_norm: BatchNormMode = "fixed",
+        **kwargs: Any,
+    ):
         self.weight_bits, self.activation_bits = weight_bits, activation_bits
+        self.batch_norm = batch_norm
         super().__init__(*args, **kwargs)
-        self.hparams.update(weight_bits=weight_bits, activation_bits=activation_bits)
+        self.hparams.update(
+            weight_bits=weight_bits, activation_bits=activation_bits, batch_norm=batch_norm
+        )
 
     def build_networks(
         self, teacher: str, student: str, teacher_checkpoint: str | None
@@ -43,5 +58,7 @@ class DataFreeQuantization(DataFreeDistillation):
         """The frozen teacher and its fake-quantized, trainable copy."""
         channels = self.input_shape[0]
         frozen = load_frozen_teacher(teacher, teacher_checkpoint, self.num_classes, channels)
-        quantized = quantized_copy(frozen, self.weight_bits, self.activation_bits)
-        return frozen, quantized.requires_grad_(True).train()
+        quantized = quantized_student(
+            frozen, self.weight_bits, self.activation_bits, self.batch_norm
+        )
+        return frozen, quantized

@@ -1,5 +1,12 @@
 """Fake quantization for data-free quantization: quantized copies of a trained network."""
 
+from dfkd_lightning.quantization.batch_norm import (
+    BATCH_NORM_MODES,
+    BatchNormMode,
+    FixedStatisticsBatchNorm1d,
+    FixedStatisticsBatchNorm2d,
+    fix_batch_norm_statistics,
+)
 from dfkd_lightning.quantization.fake_quant import (
     ActivationQuantizer,
     QuantConv2d,
@@ -9,8 +16,15 @@ from dfkd_lightning.quantization.fake_quant import (
     quantize_weights_per_channel,
     quantized_copy,
 )
+from dfkd_lightning.quantization.student import quantized_student
 
 __all__ = [
+    "BATCH_NORM_MODES",
+    "BatchNormMode",
+    "FixedStatisticsBatchNorm1d",
+    "FixedStatisticsBatchNorm2d",
+    "fix_batch_norm_statistics",
+    "quantized_student",
     "ActivationQuantizer",
     "QuantConv2d",
     "QuantLinear",

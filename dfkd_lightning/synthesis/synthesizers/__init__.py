@@ -10,10 +10,10 @@ from dfkd_lightning.synthesis.synthesizers.generators import (
     ResetGenerator,
     balanced_targets,
 )
+from dfkd_lightning.synthesis.synthesizers.noise import GaussianSampler
 from dfkd_lightning.synthesis.synthesizers.pixels import LearnablePixels
 from dfkd_lightning.synthesis.synthesizers.tabular import (
     DirectOptimization,
-    GaussianSampler,
     LatinHypercubeSampler,
     TabularGenerator,
 )

@@ -13,7 +13,7 @@ from dfkd_lightning.synthesis.batch import SyntheticBatch
 from dfkd_lightning.synthesis.regression import latin_hypercube
 from dfkd_lightning.synthesis.synthesizers.base import SampleSpec, Synthesizer
 
-__all__ = ["DirectOptimization", "GaussianSampler", "LatinHypercubeSampler", "TabularGenerator"]
+__all__ = ["DirectOptimization", "LatinHypercubeSampler", "TabularGenerator"]
 
 
 def _features(spec: SampleSpec) -> int:
@@ -63,18 +63,6 @@ class TabularGenerator(Synthesizer):
         assert self.generator is not None
         n = n or self.bound_spec().batch_size
         return SyntheticBatch(self.generator(torch.randn(n, self.nz, device=self.device)))
-
-
-class GaussianSampler(Synthesizer):
-    """``x ~ N(0, I)``: the plain sampling baseline (no parameters, nothing learned)."""
-
-    summary = "x ~ N(0, I), nothing learned (regression baseline)"
-
-    pools = False
-
-    def render(self, n: int | None = None) -> SyntheticBatch:
-        spec = self.bound_spec()
-        return SyntheticBatch(torch.randn(n or spec.batch_size, *spec.shape, device=self.device))
 
 
 class LatinHypercubeSampler(Synthesizer):
