@@ -29,6 +29,8 @@ REPRESENTATIVE = [
     ("regression/diabetes_generator.yaml", "mlp", 0),
     ("cifar10/fastdfkd_wrn_40_2_wrn_16_1.yaml", "wrn_40_2", 10),
     ("cifar100/dfq_resnet34_resnet18.yaml", "resnet34", 100),
+    ("cifar10/quant_cmi_rgal_resnet20.yaml", "resnet20", 10),
+    ("cifar100/quant_bn_inversion_resnet18.yaml", "resnet18", 100),
 ]
 
 
