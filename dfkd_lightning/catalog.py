@@ -8,6 +8,7 @@ import inspect
 from dfkd_lightning.methods import (
     DATA_FREE_METHODS,
     DIFFUSION_METHODS,
+    ClassIncrementalLearning,
     DataFreeQuantization,
     DataFreeRegression,
 )
@@ -31,6 +32,7 @@ def catalog() -> dict[str, dict[str, tuple[str, str]]]:
         **DIFFUSION_METHODS,
         "regression": DataFreeRegression,
         "quantization": DataFreeQuantization,
+        "incremental": ClassIncrementalLearning,
     }
     return {
         "methods": {

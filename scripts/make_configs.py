@@ -67,6 +67,7 @@ KEY_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {
     ("*",): ("class_path", "init_args"),
     ("model", "init_args"): (
         "arch",
+        "net",
         "teacher",
         "student",
         "teacher_checkpoint",

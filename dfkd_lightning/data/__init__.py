@@ -2,6 +2,7 @@
 ``RegressionDataModule``."""
 
 from dfkd_lightning.data.classification import ClassificationDataModule
+from dfkd_lightning.data.incremental import ClassIncrementalDataModule
 from dfkd_lightning.data.pacing import StepPacer, step_loader
 from dfkd_lightning.data.regression import RegressionDataModule
 from dfkd_lightning.data.sources import DatasetNotFoundError
@@ -18,6 +19,7 @@ from dfkd_lightning.data.tiny_imagenet import TinyImageNet
 
 __all__ = [
     "DATASETS",
+    "ClassIncrementalDataModule",
     "ClassificationDataModule",
     "DatasetNotFoundError",
     "DatasetSpec",

@@ -13,6 +13,7 @@ from dfkd_lightning.methods.diffusion_prior import DiffusionPriorTraining
 from dfkd_lightning.methods.distillation import KnowledgeDistillation
 from dfkd_lightning.methods.evaluation import ClassifierEvaluation
 from dfkd_lightning.methods.fastdfkd import FastDFKD
+from dfkd_lightning.methods.incremental import ClassIncrementalLearning
 from dfkd_lightning.methods.manual_steps import ManualSteps, NonFiniteLossError
 from dfkd_lightning.methods.quantization import DataFreeQuantization
 from dfkd_lightning.methods.quantization_aware import QuantizationAwareTraining
@@ -50,6 +51,7 @@ __all__ = [
     "DFQ",
     "RGAL",
     "ZSKT",
+    "ClassIncrementalLearning",
     "ClassifierEvaluation",
     "DataFreeDistillation",
     "DataFreeQuantization",

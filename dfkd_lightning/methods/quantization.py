@@ -31,7 +31,7 @@ class DataFreeQuantization(DataFreeDistillation):
     sum, KD at T 20). Any synthesizer and terms of the suite swap in by YAML (noise,
     BN-statistics inversion, CMI, CMI + RGAL: ``configs/experiments/digits/quant_*.yaml``)."""
 
-    summary = "data-free quantization: a fake-quantized teacher copy fine-tuned by KD"
+    summary = "data-free quantization (GDFQ, ECCV 2020): the teacher fake-quantized, tuned by KD"
 
     default_synthesizer = ConditionalGenerator
     default_synthesis_loss = {"oh": 1.0, "bn": 0.1}
