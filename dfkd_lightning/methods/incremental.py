@@ -49,7 +49,8 @@ class ClassIncrementalLearning(ClassifierEvaluation):
     ``incremental/new_acc``, ``incremental/task_<j>_acc`` and ``incremental/average_acc``,
     the average incremental accuracy (the mean of ``incremental/acc`` over the tasks so
     far). The optimizer's state is reset at the start of each task. Checkpoints hold the
-    previous model, the replay images and the accuracies so far: a run resumes exactly."""
+    task, the previous model, the replay images and the accuracies so far: a resumed run
+    goes on with them (no second inversion)."""
 
     summary = "non-exemplar class-incremental learning: fine-tuning, LwF, inversion replay"
 
