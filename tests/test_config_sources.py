@@ -17,6 +17,8 @@ The sources (paths in the authors' repositories):
   SGD momentum 0.9, wd 1e-4, cosine over the epochs to 0; KL + CE + 30 x MSE of the alignment
   head; the rotation head's loss at weight 10 in synthesis); its README's image-variations model
   (lambdalabs/sd-image-variations-diffusers: guidance 3, 25 steps).
+- GDFQ release (xushoukai/GDFQ): cifar100_resnet20.hocon and trainer.py (the data-free
+  quantization student recipe every quant_* config shares; the generator of quant_gdfq_*).
 """
 
 from __future__ import annotations
@@ -407,3 +409,54 @@ def test_dda_follows_the_release_script(path: Path) -> None:
             "trainer.max_epochs": 200,
         },
     )
+
+
+QUANTIZED = ("resnet20", "resnet18")
+QUANTIZATION_SOURCES = ("noise", "bn_inversion", "gdfq", "cmi", "cmi_rgal")
+#: GDFQ's release (xushoukai/GDFQ): cifar100_resnet20.hocon and trainer.py.
+GDFQ_STUDENT = {
+    "data.init_args.steps_per_epoch": 200,  # trainer.py: iters = 200
+    "model.init_args.batch_size": 200,  # batchSize = 200
+    "model.init_args.weight_bits": 4,  # qw = 4
+    "model.init_args.activation_bits": 4,  # qa = 4
+    "model.init_args.batch_norm": "fixed",  # self.model.eval() while fine-tuning
+    "model.init_args.optimizer.class_path": "torch.optim.SGD",
+    "model.init_args.optimizer.init_args.lr": 1.0e-4,  # lr_S
+    "model.init_args.optimizer.init_args.momentum": 0.9,
+    "model.init_args.optimizer.init_args.nesterov": True,
+    "model.init_args.optimizer.init_args.weight_decay": 1.0e-4,
+    "model.init_args.scheduler.init_args.gamma": 0.1,  # decayRate_S
+    "model.init_args.warmup": 4,  # warmup_epochs
+    "trainer.max_epochs": 400,  # nEpochs
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        CONFIGS / "experiments" / d / f"quant_{source}_{arch}.yaml"
+        for d in CIFAR
+        for source in QUANTIZATION_SOURCES
+        for arch in QUANTIZED
+    ],
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_quantization_follows_gdfqs_release(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    init = config["model"]["init_args"]
+    # step_S = [100, 200, 300] counted from epoch 0; our scheduler counts after the warmup
+    assert [m + init["warmup"] for m in init["scheduler"]["init_args"]["milestones"]] == [
+        100,
+        200,
+        300,
+    ]
+    assert init["student_loss"]["kd"]["temperature"] == 20.0  # temperature = 20
+    if "noise" in path.stem:
+        _check(path, {**GDFQ_STUDENT, "model.init_args.warmup": 0})
+        return
+    _check(path, GDFQ_STUDENT)
+    if "gdfq" in path.stem:  # loss_G = CE + 0.1 BNS; Adam lr_G 1e-3, b1 0.5, b2 0.999; latent 100
+        generator = init["synthesizer"]["init_args"]
+        assert (generator["lr"], generator["betas"], generator["nz"]) == (1e-3, [0.5, 0.999], 100)
+        assert {k: _weight(v) for k, v in init["synthesis_loss"].items()} == {"oh": 1.0, "bn": 0.1}
+        assert _weight(init["student_loss"]["ce"]) == 1.0  # loss_fn_kd adds the CE
