@@ -220,17 +220,16 @@ class ClassIncrementalLearning(ClassifierEvaluation):
         """Test-split accuracies after ``task`` over the classes seen so far."""
         was_training = self.net.training
         self.net.eval()
-        correct: dict[int, int] = {}
-        total: dict[int, int] = {}
-        seen = self.seen_classes(task)
-        for j in range(task + 1):
-            correct[j] = total[j] = 0
-            for images, labels in self.tasks.eval_loader("test", self.tasks.task_labels(j)):
-                images, labels = images.to(self.device), labels.to(self.device)
-                predictions = self.net(images)[:, :seen].argmax(1)
-                correct[j] += int((predictions == labels).sum())
-                total[j] += len(labels)
+        seen, k = self.seen_classes(task), self.tasks.classes_per_task
+        correct = torch.zeros(task + 1, dtype=torch.long, device=self.device)
+        total = torch.zeros(task + 1, dtype=torch.long, device=self.device)
+        for images, labels in self.tasks.eval_loader("test", self.tasks.seen_labels(task)):
+            images, labels = images.to(self.device), labels.to(self.device)
+            hits = self.net(images)[:, :seen].argmax(1) == labels
+            total += torch.bincount(labels // k, minlength=task + 1)
+            correct += torch.bincount(labels // k, weights=hits.float(), minlength=task + 1).long()
         self.net.train(was_training)
+        correct, total = dict(enumerate(correct.tolist())), dict(enumerate(total.tolist()))
         accuracy = sum(correct.values()) / max(sum(total.values()), 1)
         self.accuracy_after_task = [*self.accuracy_after_task[:task], accuracy]
         metrics = {f"incremental/task_{j}_acc": correct[j] / max(total[j], 1) for j in correct}

@@ -60,12 +60,18 @@ class InversionReplay(nn.Module):
         self.oh, self.bn, self.triplet, self.margin = oh, bn, triplet, margin
 
     def loss(
-        self, previous: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, old: int
+        self,
+        previous: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        old: int,
+        bn_statistics: BNStatisticsLoss | None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The inversion loss of one batch of network inputs (a BN recorder is attached)."""
+        """The inversion loss of one batch of network inputs (``bn_statistics``: the BN
+        recorder hooked on ``previous``, when ``bn`` is on)."""
         logits, features = previous(inputs, return_features=True)
         values = {"oh": F.cross_entropy(logits[:, :old].float(), targets)}
-        values["bn"] = self._bn_loss() if self.bn else logits.new_zeros(())
+        values["bn"] = bn_statistics() if bn_statistics is not None else logits.new_zeros(())
         if self.triplet:
             triplets = sample_triplets(features, targets, mode="focal", low=0.5, high=1.0)
             values["triplet"] = (
@@ -96,7 +102,6 @@ class InversionReplay(nn.Module):
         self.synthesizer.to(device)
         optimizers = self.synthesizer.configure_optimizers()
         recorder = BNStatisticsLoss(previous) if self.bn else None
-        self._recorder = recorder
         was_training = previous.training
         previous.eval()
         requires_grad = [p.requires_grad for p in previous.parameters()]
@@ -114,7 +119,8 @@ class InversionReplay(nn.Module):
                             f"the replay synthesizer {type(self.synthesizer).__name__} makes no "
                             "class targets; use LearnablePixels or a conditional generator"
                         )
-                    loss, values = self.loss(previous, normalize(batch.samples), batch.targets, old)
+                    inputs = normalize(batch.samples)
+                    loss, values = self.loss(previous, inputs, batch.targets, old, recorder)
                     for optimizer in optimizers:
                         optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -127,12 +133,7 @@ class InversionReplay(nn.Module):
         finally:
             if recorder is not None:
                 recorder.remove()
-            self._recorder = None
             for parameter, flag in zip(previous.parameters(), requires_grad, strict=True):
                 parameter.requires_grad_(flag)
             previous.train(was_training)
         return SyntheticBatch.cat(batches), values
-
-    def _bn_loss(self) -> torch.Tensor:
-        assert self._recorder is not None
-        return self._recorder()
